@@ -1,0 +1,383 @@
+//! Dropout on a layer's input: keep probabilities, the two scaling conventions, bit-packed masks.
+//!
+//! With `r[i,k] ~ Bernoulli(keep[k])` (seed 000, forward):
+//! ```text
+//! inverted:  train  a_tilde[i,k] = r[i,k] / keep[k] * a[i,k]     eval  a_tilde = a
+//! standard:  train  a_tilde[i,k] = r[i,k] * a[i,k]               eval  a_tilde[i,k] = keep[k] * a[i,k]
+//! ```
+//! Both give `E[a_tilde] ` equal to the eval value, so a network trained with one convention and
+//! evaluated with the same one sees, in expectation, the pre-activations it was trained on.
+//! Backward is the chain rule through the same step (seed 000, last line of the summary; the forum
+//! thread of seed 001 is the user who forgot the `1/keep`): `da[i,k] = da_tilde[i,k] * r[i,k] / keep[k]`
+//! (inverted) or `da_tilde[i,k] * r[i,k]` (standard), and through the eval scaling in eval mode.
+
+use crate::error::{shape, Error, Result};
+use crate::rng::{counter, key, philox4x32_10, Stream};
+use crate::tensor::{Matrix, Scalar};
+use rayon::prelude::*;
+use std::fmt;
+use std::str::FromStr;
+
+/// Where the scaling by `keep` happens (seed 002 describes both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// Scale kept units by `1/keep` in training; evaluation is untouched.
+    #[default]
+    Inverted,
+    /// No scaling in training; evaluation multiplies by `keep`.
+    Standard,
+}
+
+impl fmt::Display for Scaling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scaling::Inverted => "inverted",
+            Scaling::Standard => "standard",
+        })
+    }
+}
+
+impl FromStr for Scaling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "inverted" => Ok(Scaling::Inverted),
+            "standard" => Ok(Scaling::Standard),
+            _ => Err(Error::Config(format!("unknown scaling '{s}' (expected inverted or standard)"))),
+        }
+    }
+}
+
+/// Keep probabilities of one layer's input units, each in (0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Keep {
+    per_unit: Vec<f64>,
+}
+
+impl Keep {
+    /// One keep probability per unit.
+    pub fn per_unit(values: Vec<f64>) -> Result<Self> {
+        for (k, &v) in values.iter().enumerate() {
+            // written so that NaN fails too
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(Error::Keep { value: v, where_: format!("for unit {k}") });
+            }
+        }
+        Ok(Self { per_unit: values })
+    }
+
+    /// The same keep probability for all `units` units.
+    pub fn uniform(value: f64, units: usize) -> Result<Self> {
+        if !(value > 0.0 && value <= 1.0) {
+            return Err(Error::Keep { value, where_: "for the layer".into() });
+        }
+        Ok(Self { per_unit: vec![value; units] })
+    }
+
+    pub fn units(&self) -> usize {
+        self.per_unit.len()
+    }
+
+    pub fn values(&self) -> &[f64] {
+        &self.per_unit
+    }
+
+    /// True when no unit is ever dropped.
+    pub fn keeps_all(&self) -> bool {
+        self.per_unit.iter().all(|&v| v == 1.0)
+    }
+}
+
+/// The mask threshold of a keep probability: a unit is kept when its 32 random bits, read as an
+/// unsigned integer, are below `round(keep · 2^32)`. keep = 1 gives 2^32, so every unit is kept.
+pub fn threshold(keep: f64) -> u64 {
+    (keep * 4_294_967_296.0).round() as u64
+}
+
+/// Where a batch's mask bits live in the generator's address space (see `docs/masks.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaskDraw {
+    pub seed: u64,
+    pub stream: Stream,
+    /// Index of the dense layer whose input is dropped (0 = the network's input).
+    pub layer: u32,
+    /// Training step, or Monte-Carlo sample index.
+    pub step: u32,
+    /// Generator row of the batch's first example.
+    pub first_row: u32,
+}
+
+/// The bit `r` of one example and unit: 1 = kept. This is the whole mask rule; [`BitMask::draw`]
+/// computes the same bits four columns per generator call.
+pub fn mask_bit(draw: &MaskDraw, row: u32, column: u32, keep: f64) -> bool {
+    let ctr = counter(draw.stream, draw.layer, draw.step, row, column / 4);
+    let word = philox4x32_10(ctr, key(draw.seed))[(column % 4) as usize];
+    (word as u64) < threshold(keep)
+}
+
+/// A `rows × cols` matrix of mask bits, packed 64 to a word, each row starting on a new word.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BitMask {
+    rows: usize,
+    cols: usize,
+    words_per_row: usize,
+    words: Vec<u64>,
+}
+
+impl BitMask {
+    /// A mask that drops everything.
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        let words_per_row = cols.div_ceil(64);
+        Self { rows, cols, words_per_row, words: vec![0; rows * words_per_row] }
+    }
+
+    /// A mask from bools, row-major (for tests and teaching).
+    pub fn from_bools(rows: usize, cols: usize, bits: &[bool]) -> Result<Self> {
+        if bits.len() != rows * cols {
+            return Err(shape("BitMask::from_bools", format!("{} bits for {rows}x{cols}", bits.len())));
+        }
+        let mut m = Self::zeros(rows, cols);
+        for (index, &bit) in bits.iter().enumerate() {
+            m.set(index / cols, index % cols, bit);
+        }
+        Ok(m)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of storage: 1 bit per unit, rounded up to 64 bits per row.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 8
+    }
+
+    #[inline]
+    pub fn get(&self, i: usize, k: usize) -> bool {
+        self.words[i * self.words_per_row + k / 64] >> (k % 64) & 1 == 1
+    }
+
+    pub fn set(&mut self, i: usize, k: usize, bit: bool) {
+        let word = &mut self.words[i * self.words_per_row + k / 64];
+        if bit {
+            *word |= 1 << (k % 64);
+        } else {
+            *word &= !(1 << (k % 64));
+        }
+    }
+
+    /// Kept units (1 bits) in column `k`.
+    pub fn column_count(&self, k: usize) -> usize {
+        (0..self.rows).filter(|&i| self.get(i, k)).count()
+    }
+
+    /// Resize to `rows × cols` (reusing the allocation when possible) and fill with the bits of
+    /// `draw` for thresholds `thresholds[k]`. Rows are independent, so they are drawn in parallel;
+    /// the bits do not depend on the number of threads.
+    pub fn draw(&mut self, rows: usize, cols: usize, draw: &MaskDraw, thresholds: &[u64]) {
+        debug_assert_eq!(thresholds.len(), cols);
+        self.rows = rows;
+        self.cols = cols;
+        self.words_per_row = cols.div_ceil(64);
+        self.words.resize(rows * self.words_per_row, 0);
+        let philox_key = key(draw.seed);
+        let words_per_row = self.words_per_row;
+        if words_per_row == 0 {
+            return;
+        }
+        self.words.par_chunks_mut(words_per_row).enumerate().for_each(|(i, row_words)| {
+            let row = draw.first_row.wrapping_add(i as u32);
+            row_words.fill(0);
+            for block in 0..cols.div_ceil(4) {
+                let ctr = counter(draw.stream, draw.layer, draw.step, row, block as u32);
+                let random = philox4x32_10(ctr, philox_key);
+                for (lane, &word) in random.iter().enumerate() {
+                    let k = block * 4 + lane;
+                    if k < cols && (word as u64) < thresholds[k] {
+                        row_words[k / 64] |= 1 << (k % 64);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Dropout on the input of one dense layer: its keep probabilities, its convention, and the mask
+/// of the last training (or Monte-Carlo) forward pass, kept for backward.
+#[derive(Clone, Debug)]
+pub struct Dropout<T: Scalar> {
+    keep: Keep,
+    scaling: Scaling,
+    thresholds: Vec<u64>,
+    /// Factor on kept units in training: `1/keep[k]` (inverted) or 1 (standard).
+    train_scale: Vec<T>,
+    /// Factor in evaluation: 1 (inverted) or `keep[k]` (standard).
+    eval_scale: Vec<T>,
+    /// The mask of the last masked forward pass (r, bit-packed).
+    mask: BitMask,
+    /// A mask given by the caller, used instead of drawing one.
+    fixed_mask: Option<BitMask>,
+    /// Whether the last forward pass applied a mask (training, MC) or the eval scaling.
+    masked: bool,
+}
+
+impl<T: Scalar> Dropout<T> {
+    pub fn new(keep: Keep, scaling: Scaling) -> Self {
+        let thresholds = keep.values().iter().map(|&p| threshold(p)).collect();
+        let (train_scale, eval_scale) = keep
+            .values()
+            .iter()
+            .map(|&p| match scaling {
+                Scaling::Inverted => (T::from_f64(1.0 / p), T::ONE),
+                Scaling::Standard => (T::ONE, T::from_f64(p)),
+            })
+            .unzip();
+        Self {
+            keep,
+            scaling,
+            thresholds,
+            train_scale,
+            eval_scale,
+            mask: BitMask::default(),
+            fixed_mask: None,
+            masked: false,
+        }
+    }
+
+    pub fn keep(&self) -> &Keep {
+        &self.keep
+    }
+
+    pub fn scaling(&self) -> Scaling {
+        self.scaling
+    }
+
+    /// The mask of the last masked forward pass.
+    pub fn mask(&self) -> &BitMask {
+        &self.mask
+    }
+
+    /// Use `mask` in every masked forward pass instead of drawing one (`None` draws again).
+    pub fn set_fixed_mask(&mut self, mask: Option<BitMask>) {
+        self.fixed_mask = mask;
+    }
+
+    /// `a_tilde = r/keep · a` (or the convention's variant); `draw = None` is evaluation.
+    pub fn forward(&mut self, a: &Matrix<T>, a_tilde: &mut Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
+        let (rows, cols) = a.shape();
+        if cols != self.keep.units() {
+            return Err(shape("dropout", format!("input has {cols} units, keep has {} values", self.keep.units())));
+        }
+        a_tilde.ensure_shape(rows, cols);
+        let Some(draw) = draw else {
+            // Evaluation: a_tilde[i,k] = eval_scale[k] · a[i,k], no mask.
+            self.masked = false;
+            for i in 0..rows {
+                for ((o, &x), &s) in a_tilde.row_mut(i).iter_mut().zip(a.row(i)).zip(&self.eval_scale) {
+                    *o = x * s;
+                }
+            }
+            return Ok(());
+        };
+        self.masked = true;
+        match &self.fixed_mask {
+            Some(fixed) if fixed.rows() == rows && fixed.cols() == cols => self.mask.clone_from(fixed),
+            Some(fixed) => {
+                return Err(shape(
+                    "dropout",
+                    format!("fixed mask is {}x{}, batch is {rows}x{cols}", fixed.rows(), fixed.cols()),
+                ))
+            }
+            None => self.mask.draw(rows, cols, draw, &self.thresholds),
+        }
+        // Training: a_tilde[i,k] = r[i,k] · train_scale[k] · a[i,k].
+        apply_mask(&self.mask, &self.train_scale, a, a_tilde);
+        Ok(())
+    }
+
+    /// `da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]` (seed 000, last line of the summary), or the
+    /// derivative of whichever scaling the last forward pass applied. May run in place.
+    pub fn backward(&self, da_tilde: &Matrix<T>, da: &mut Matrix<T>) {
+        da.ensure_shape(da_tilde.rows(), da_tilde.cols());
+        if self.masked {
+            apply_mask(&self.mask, &self.train_scale, da_tilde, da);
+        } else {
+            for i in 0..da_tilde.rows() {
+                for ((o, &g), &s) in da.row_mut(i).iter_mut().zip(da_tilde.row(i)).zip(&self.eval_scale) {
+                    *o = g * s;
+                }
+            }
+        }
+    }
+
+    /// The same as [`Dropout::backward`], overwriting `d` in place.
+    pub fn backward_in_place(&self, d: &mut Matrix<T>) {
+        if self.masked {
+            apply_mask_in_place(&self.mask, &self.train_scale, d);
+        } else {
+            for i in 0..d.rows() {
+                for (g, &s) in d.row_mut(i).iter_mut().zip(&self.eval_scale) {
+                    *g *= s;
+                }
+            }
+        }
+    }
+}
+
+/// `out[i,k] = x[i,k] · scale[k]` where the mask bit is 1, else 0. Forward and backward share it,
+/// which is why they always use the same bits.
+fn apply_mask<T: Scalar>(mask: &BitMask, scale: &[T], x: &Matrix<T>, out: &mut Matrix<T>) {
+    for i in 0..x.rows() {
+        for (k, (o, &v)) in out.row_mut(i).iter_mut().zip(x.row(i)).enumerate() {
+            *o = if mask.get(i, k) { v * scale[k] } else { T::ZERO };
+        }
+    }
+}
+
+fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>) {
+    for i in 0..x.rows() {
+        for (k, v) in x.row_mut(i).iter_mut().enumerate() {
+            *v = if mask.get(i, k) { *v * scale[k] } else { T::ZERO };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_outside_unit_interval_is_an_error_naming_the_value() {
+        for bad in [0.0, -0.1, 1.5, f64::NAN] {
+            let err = Keep::per_unit(vec![0.5, bad]).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad}")) && err.contains("unit 1"), "{err}");
+            assert!(Keep::uniform(bad, 3).is_err());
+        }
+        assert!(Keep::per_unit(vec![1.0, 1e-9]).is_ok());
+    }
+
+    #[test]
+    fn threshold_bounds() {
+        assert_eq!(threshold(1.0), 1 << 32);
+        assert_eq!(threshold(0.5), 1 << 31);
+    }
+
+    #[test]
+    fn bulk_draw_equals_the_bit_rule() {
+        let draw = MaskDraw { seed: 42, stream: Stream::Mask, layer: 1, step: 9, first_row: 5 };
+        let keep: Vec<f64> = (0..70).map(|k| 0.1 + 0.9 * (k as f64) / 69.0).collect();
+        let thresholds: Vec<u64> = keep.iter().map(|&p| threshold(p)).collect();
+        let mut mask = BitMask::default();
+        mask.draw(3, 70, &draw, &thresholds);
+        for i in 0..3 {
+            for k in 0..70 {
+                assert_eq!(mask.get(i, k), mask_bit(&draw, 5 + i as u32, k as u32, keep[k]));
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The dense layer of seed 000: dropout on its input, an affine map, an activation.
+//!
+//! ```text
+//! forward   a_tilde[i,k] = r[i,k] / keep[k] · a[i,k]
+//!           z[i,j]       = Σ_k w[j,k] a_tilde[i,k] + b[j]        (z = ã·Wᵀ + b, W stored [out, in])
+//!           a_next[i,:]  = g(z[i,:])
+//! backward  dz[i,j]       = Σ_jj da_next[i,jj] ∂a_next[i,jj]/∂z[i,j]
+//!           dw[j,k]       = Σ_i dz[i,j] a_tilde[i,k]              (dW = dzᵀ·ã)
+//!           db[j]         = Σ_i dz[i,j]
+//!           da_tilde[i,k] = Σ_j dz[i,j] w[j,k]                    (dã = dz·W)
+//!           da[i,k]       = da_tilde[i,k] · r[i,k] / keep[k]
+//! ```
+
+use crate::activation::Activation;
+use crate::dropout::{Dropout, MaskDraw};
+use crate::error::{shape, Result};
+use crate::tensor::{matmul, Matrix, Scalar, Trans};
+
+/// A dense layer with dropout on its input. The workspaces (`a_tilde`, `z`, `a`, `dz`) are sized on
+/// the first batch and reused for every later batch of the same size.
+#[derive(Clone, Debug)]
+pub struct Dense<T: Scalar> {
+    /// w[j,k]: row j holds unit j's incoming weights, shape [out, in] (as PyTorch's nn.Linear).
+    pub weight: Matrix<T>,
+    /// b[j], shape [out].
+    pub bias: Vec<T>,
+    /// ∂J/∂w, filled by backward.
+    pub weight_grad: Matrix<T>,
+    /// ∂J/∂b, filled by backward.
+    pub bias_grad: Vec<T>,
+    pub activation: Activation,
+    /// Dropout on this layer's input a (keep per input unit).
+    pub dropout: Dropout<T>,
+    a_tilde: Matrix<T>,
+    z: Matrix<T>,
+    a: Matrix<T>,
+    dz: Matrix<T>,
+}
+
+impl<T: Scalar> Dense<T> {
+    /// A layer with the given weights [out, in], biases [out], activation and input dropout.
+    pub fn new(weight: Matrix<T>, bias: Vec<T>, activation: Activation, dropout: Dropout<T>) -> Result<Self> {
+        let (out, inp) = weight.shape();
+        if bias.len() != out || dropout.keep().units() != inp {
+            return Err(shape(
+                "Dense::new",
+                format!("weight is {out}x{inp}, bias has {} values, keep has {}", bias.len(), dropout.keep().units()),
+            ));
+        }
+        Ok(Self {
+            weight_grad: Matrix::zeros(out, inp),
+            bias_grad: vec![T::ZERO; out],
+            weight,
+            bias,
+            activation,
+            dropout,
+            a_tilde: Matrix::zeros(0, inp),
+            z: Matrix::zeros(0, out),
+            a: Matrix::zeros(0, out),
+            dz: Matrix::zeros(0, out),
+        })
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.weight.cols()
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.weight.rows()
+    }
+
+    /// The layer's output a_next = g(z) of the last forward pass.
+    pub fn output(&self) -> &Matrix<T> {
+        &self.a
+    }
+
+    /// The pre-activation z of the last forward pass.
+    pub fn pre_activation(&self) -> &Matrix<T> {
+        &self.z
+    }
+
+    /// The dropped-out input ã of the last forward pass.
+    pub fn a_tilde(&self) -> &Matrix<T> {
+        &self.a_tilde
+    }
+
+    /// Forward pass; `draw = None` is evaluation (no mask). The result is [`Dense::output`].
+    pub fn forward(&mut self, a: &Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
+        if a.cols() != self.inputs() {
+            return Err(shape("dense forward", format!("input has {} units, layer takes {}", a.cols(), self.inputs())));
+        }
+        let m = a.rows();
+        // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]
+        self.dropout.forward(a, &mut self.a_tilde, draw)?;
+        // z[i,j] = Σ_k w[j,k] a_tilde[i,k] + b[j]
+        self.z.ensure_shape(m, self.outputs());
+        matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
+        for i in 0..m {
+            for (zj, &bj) in self.z.row_mut(i).iter_mut().zip(&self.bias) {
+                *zj += bj;
+            }
+        }
+        // a_next[i,:] = g(z[i,:])
+        self.activation.forward(&self.z, &mut self.a);
+        Ok(())
+    }
+
+    /// Backward pass from `da` = ∂J/∂a_next. Fills the parameter gradients and, when `da_in` is
+    /// given, ∂J/∂a of this layer's input.
+    pub fn backward(&mut self, da: &Matrix<T>, da_in: Option<&mut Matrix<T>>) -> Result<()> {
+        if da.shape() != self.a.shape() {
+            return Err(shape(
+                "dense backward",
+                format!("gradient is {}x{}, output is {}x{}", da.rows(), da.cols(), self.a.rows(), self.a.cols()),
+            ));
+        }
+        // dz[i,j] = Σ_jj da_next[i,jj] ∂a_next[i,jj]/∂z[i,j]
+        self.activation.backward(&self.z, &self.a, da, &mut self.dz);
+        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]
+        matmul(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false)?;
+        // db[j] = Σ_i dz[i,j]
+        self.bias_grad.fill(T::ZERO);
+        for i in 0..self.dz.rows() {
+            for (g, &d) in self.bias_grad.iter_mut().zip(self.dz.row(i)) {
+                *g += d;
+            }
+        }
+        if let Some(da_in) = da_in {
+            // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]
+            da_in.ensure_shape(self.dz.rows(), self.inputs());
+            matmul(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false)?;
+            // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]
+            self.dropout.backward_in_place(da_in);
+        }
+        Ok(())
+    }
+}

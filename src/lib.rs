@@ -1,0 +1,16 @@
+//! dropnet: neural networks with dropout on the CPU, with exact gradients and reproducible masks.
+pub mod activation;
+pub mod dropout;
+pub mod error;
+pub mod layer;
+pub mod loss;
+pub mod network;
+pub mod rng;
+pub mod tensor;
+
+pub use activation::Activation;
+pub use dropout::{BitMask, Keep, Scaling};
+pub use error::{Error, Result};
+pub use loss::{Loss, Targets};
+pub use network::{Architecture, Init, Mode, Network};
+pub use tensor::{matmul, Matrix, Scalar, Trans};

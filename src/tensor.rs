@@ -1,0 +1,407 @@
+//! The matrix type and the matrix product.
+//!
+//! A [`Matrix`] is dense, row-major and batch-major: row `i` is example `i` of a mini-batch, column
+//! `k` is unit `k`. Its storage is 64-byte aligned so that AVX-512 loads never straddle a cache line.
+//! The product goes through the `gemm` crate; a transposed operand is the same buffer read with
+//! swapped strides, so `dzᵀ·ã` and `dz·W` in backward cost no copy.
+
+use crate::error::{shape, Result};
+use std::alloc::{self, Layout};
+use std::fmt;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// The element types a network can be computed in: `f32` for training, `f64` for gradient checks.
+pub trait Scalar:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + fmt::Debug
+    + fmt::Display
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn tanh(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
+    fn max(self, other: Self) -> Self;
+    fn is_finite(self) -> bool;
+}
+
+macro_rules! impl_scalar {
+    ($t:ty) => {
+        impl Scalar for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                <$t>::max(self, other)
+            }
+            #[inline(always)]
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
+}
+impl_scalar!(f32);
+impl_scalar!(f64);
+
+/// Alignment of every matrix buffer: one cache line, one AVX-512 register.
+const ALIGN: usize = 64;
+
+/// A heap buffer of `len` zero-initialised scalars, aligned to [`ALIGN`] bytes.
+struct AlignedBuf<T: Scalar> {
+    ptr: std::ptr::NonNull<T>,
+    len: usize,
+}
+
+// SAFETY: the buffer owns its elements exclusively, like a Vec<T>, and T is Send + Sync.
+unsafe impl<T: Scalar> Send for AlignedBuf<T> {}
+unsafe impl<T: Scalar> Sync for AlignedBuf<T> {}
+
+impl<T: Scalar> AlignedBuf<T> {
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len * std::mem::size_of::<T>(), ALIGN).expect("matrix too large")
+    }
+
+    fn zeros(len: usize) -> Self {
+        if len == 0 {
+            return Self { ptr: std::ptr::NonNull::dangling(), len };
+        }
+        let layout = Self::layout(len);
+        // SAFETY: layout has non-zero size; all-zero bytes are 0.0 for f32 and f64.
+        let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut T;
+        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        Self { ptr, len }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: ptr is valid for len initialised elements (or dangling with len 0).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as above, and &mut self guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Scalar> Drop for AlignedBuf<T> {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: allocated in `zeros` with exactly this layout.
+            unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.len)) }
+        }
+    }
+}
+
+impl<T: Scalar> Clone for AlignedBuf<T> {
+    fn clone(&self) -> Self {
+        let mut copy = Self::zeros(self.len);
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        copy
+    }
+}
+
+/// A dense row-major matrix of `rows × cols` scalars in 64-byte aligned storage.
+#[derive(Clone)]
+pub struct Matrix<T: Scalar> {
+    rows: usize,
+    cols: usize,
+    buf: AlignedBuf<T>,
+}
+
+impl<T: Scalar> Matrix<T> {
+    /// A `rows × cols` matrix of zeros.
+    pub fn zeros(rows: usize, cols: usize) -> Self {
+        Self { rows, cols, buf: AlignedBuf::zeros(rows * cols) }
+    }
+
+    /// A matrix holding `data` (row-major, `rows * cols` values).
+    pub fn from_vec(rows: usize, cols: usize, data: Vec<T>) -> Result<Self> {
+        Self::from_slice(rows, cols, &data)
+    }
+
+    /// A matrix holding a copy of `data` (row-major, `rows * cols` values).
+    pub fn from_slice(rows: usize, cols: usize, data: &[T]) -> Result<Self> {
+        if data.len() != rows * cols {
+            return Err(shape("Matrix::from_slice", format!("{} values cannot fill {rows}x{cols}", data.len())));
+        }
+        let mut m = Self::zeros(rows, cols);
+        m.as_mut_slice().copy_from_slice(data);
+        Ok(m)
+    }
+
+    /// A matrix whose element (i, k) is `f(i, k)`.
+    pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> T) -> Self {
+        let mut m = Self::zeros(rows, cols);
+        for i in 0..rows {
+            for (k, v) in m.row_mut(i).iter_mut().enumerate() {
+                *v = f(i, k);
+            }
+        }
+        m
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        self.buf.as_slice()
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        self.buf.as_mut_slice()
+    }
+
+    pub fn row(&self, i: usize) -> &[T] {
+        &self.as_slice()[i * self.cols..(i + 1) * self.cols]
+    }
+
+    pub fn row_mut(&mut self, i: usize) -> &mut [T] {
+        let cols = self.cols;
+        &mut self.as_mut_slice()[i * cols..(i + 1) * cols]
+    }
+
+    pub fn get(&self, i: usize, k: usize) -> T {
+        self.as_slice()[i * self.cols + k]
+    }
+
+    pub fn set(&mut self, i: usize, k: usize, value: T) {
+        let cols = self.cols;
+        self.as_mut_slice()[i * cols + k] = value;
+    }
+
+    /// Make this a `rows × cols` matrix, reusing the allocation when the size is unchanged.
+    /// The contents are unspecified afterwards (callers overwrite them). This is how layers keep
+    /// their workspaces: allocated on the first batch of a size, reused on every later one.
+    pub fn ensure_shape(&mut self, rows: usize, cols: usize) {
+        if self.buf.len != rows * cols {
+            self.buf = AlignedBuf::zeros(rows * cols);
+        }
+        self.rows = rows;
+        self.cols = cols;
+    }
+
+    /// The same matrix in another element type (f32 ↔ f64).
+    pub fn cast<U: Scalar>(&self) -> Matrix<U> {
+        let mut out = Matrix::zeros(self.rows, self.cols);
+        for (o, &v) in out.as_mut_slice().iter_mut().zip(self.as_slice()) {
+            *o = U::from_f64(v.to_f64());
+        }
+        out
+    }
+}
+
+impl<T: Scalar> fmt::Debug for Matrix<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Matrix {}x{} [", self.rows, self.cols)?;
+        for i in 0..self.rows {
+            writeln!(f, "  {:?}", self.row(i))?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// Whether a matrix operand enters a product as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    /// op(A) = A
+    No,
+    /// op(A) = Aᵀ (read through swapped strides; nothing is copied)
+    Yes,
+}
+
+/// Rows, columns, row stride and column stride of `op(m)`.
+fn operand<T: Scalar>(m: &Matrix<T>, t: Trans) -> (usize, usize, isize, isize) {
+    let cols = m.cols as isize;
+    match t {
+        Trans::No => (m.rows, m.cols, cols, 1),
+        Trans::Yes => (m.cols, m.rows, 1, cols),
+    }
+}
+
+/// `c = op(a)·op(b)`, or `c += op(a)·op(b)` when `accumulate` is true.
+///
+/// Runs on the current rayon pool with all of its threads (the `--threads` knob sizes that pool),
+/// and single-threaded when the pool has one thread.
+pub fn matmul<T: Scalar>(
+    c: &mut Matrix<T>,
+    a: &Matrix<T>,
+    ta: Trans,
+    b: &Matrix<T>,
+    tb: Trans,
+    accumulate: bool,
+) -> Result<()> {
+    let (m, k, a_rs, a_cs) = operand(a, ta);
+    let (kb, n, b_rs, b_cs) = operand(b, tb);
+    if k != kb || c.rows != m || c.cols != n {
+        return Err(shape("matmul", format!("op(a) is {m}x{k}, op(b) is {kb}x{n}, c is {}x{}", c.rows, c.cols)));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            c.as_mut_slice().fill(T::ZERO);
+        }
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the shapes were checked above, so every index gemm forms from (m, n, k) and the
+    // strides lies inside the three buffers; c does not alias a or b (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_slice().as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_slice().as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_slice().as_ptr(),
+            b_cs,
+            b_rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook triple loop, the reference for the gemm wrapper.
+    fn naive(a: &Matrix<f64>, ta: Trans, b: &Matrix<f64>, tb: Trans) -> Matrix<f64> {
+        let at = |i: usize, k: usize| if ta == Trans::No { a.get(i, k) } else { a.get(k, i) };
+        let bt = |k: usize, j: usize| if tb == Trans::No { b.get(k, j) } else { b.get(j, k) };
+        let (m, kk, _, _) = operand(a, ta);
+        let (_, n, _, _) = operand(b, tb);
+        Matrix::from_fn(m, n, |i, j| (0..kk).map(|k| at(i, k) * bt(k, j)).sum())
+    }
+
+    fn filled(rows: usize, cols: usize, salt: usize) -> Matrix<f64> {
+        Matrix::from_fn(rows, cols, |i, k| ((i * 31 + k * 17 + salt) % 23) as f64 / 7.0 - 1.5)
+    }
+
+    #[test]
+    fn matmul_matches_naive_for_every_transpose() {
+        let (m, k, n) = (13, 37, 11);
+        for ta in [Trans::No, Trans::Yes] {
+            for tb in [Trans::No, Trans::Yes] {
+                let a = if ta == Trans::No { filled(m, k, 1) } else { filled(k, m, 1) };
+                let b = if tb == Trans::No { filled(k, n, 2) } else { filled(n, k, 2) };
+                let expected = naive(&a, ta, &b, tb);
+                let mut c = Matrix::zeros(m, n);
+                matmul(&mut c, &a, ta, &b, tb, false).unwrap();
+                for (x, y) in c.as_slice().iter().zip(expected.as_slice()) {
+                    assert!((x - y).abs() < 1e-12, "{ta:?}/{tb:?}: {x} vs {y}");
+                }
+                // accumulate adds a second product on top of the first
+                matmul(&mut c, &a, ta, &b, tb, true).unwrap();
+                for (x, y) in c.as_slice().iter().zip(expected.as_slice()) {
+                    assert!((x - 2.0 * y).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_f32_agrees_with_f64() {
+        let a = filled(64, 100, 3);
+        let b = filled(100, 50, 4);
+        let mut c64 = Matrix::zeros(64, 50);
+        matmul(&mut c64, &a, Trans::No, &b, Trans::No, false).unwrap();
+        let mut c32 = Matrix::<f32>::zeros(64, 50);
+        matmul(&mut c32, &a.cast(), Trans::No, &b.cast(), Trans::No, false).unwrap();
+        for (x, y) in c32.as_slice().iter().zip(c64.as_slice()) {
+            // 100 products of magnitude <= 2.3 each, f32 rounding 6e-8 relative: 1e-4 is ample
+            assert!((*x as f64 - y).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn matmul_rejects_mismatched_shapes() {
+        let a = Matrix::<f32>::zeros(2, 3);
+        let b = Matrix::<f32>::zeros(4, 2);
+        let mut c = Matrix::zeros(2, 2);
+        let err = matmul(&mut c, &a, Trans::No, &b, Trans::No, false).unwrap_err();
+        assert!(err.to_string().contains("op(a) is 2x3, op(b) is 4x2"), "{err}");
+    }
+
+    #[test]
+    fn storage_is_64_byte_aligned() {
+        for n in [1, 3, 17, 1000] {
+            let m = Matrix::<f32>::zeros(n, 3);
+            assert_eq!(m.as_slice().as_ptr() as usize % 64, 0);
+        }
+    }
+}
