@@ -375,8 +375,8 @@ mod tests {
         let mut mask = BitMask::default();
         mask.draw(3, 70, &draw, &thresholds);
         for i in 0..3 {
-            for k in 0..70 {
-                assert_eq!(mask.get(i, k), mask_bit(&draw, 5 + i as u32, k as u32, keep[k]));
+            for (k, &p) in keep.iter().enumerate() {
+                assert_eq!(mask.get(i, k), mask_bit(&draw, 5 + i as u32, k as u32, p));
             }
         }
     }

@@ -2,6 +2,7 @@
 pub mod activation;
 pub mod dropout;
 pub mod error;
+pub mod gradcheck;
 pub mod layer;
 pub mod loss;
 pub mod network;
