@@ -108,12 +108,16 @@ pub struct MaskDraw {
     pub first_row: u32,
 }
 
-/// The bit `r` of one example and unit: 1 = kept. This is the whole mask rule; [`BitMask::draw`]
+/// The 32 random bits behind mask bit (`row`, `column`) of `draw`.
+pub fn mask_word(draw: &MaskDraw, row: u32, column: u32) -> u32 {
+    let ctr = counter(draw.stream, draw.layer, draw.step, row, column / 4);
+    philox4x32_10(ctr, key(draw.seed))[(column % 4) as usize]
+}
+
+/// The bit `r` of one example and unit: true = kept. This is the whole mask rule; [`BitMask::draw`]
 /// computes the same bits four columns per generator call.
 pub fn mask_bit(draw: &MaskDraw, row: u32, column: u32, keep: f64) -> bool {
-    let ctr = counter(draw.stream, draw.layer, draw.step, row, column / 4);
-    let word = philox4x32_10(ctr, key(draw.seed))[(column % 4) as usize];
-    (word as u64) < threshold(keep)
+    (mask_word(draw, row, column) as u64) < threshold(keep)
 }
 
 /// A `rows × cols` matrix of mask bits, packed 64 to a word, each row starting on a new word.

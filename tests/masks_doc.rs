@@ -1,0 +1,83 @@
+//! The test vectors of docs/masks.md (computed there by an independent Python implementation)
+//! against the library: the bit rule itself and the masks a network actually draws.
+
+use dropnet::dropout::{mask_bit, mask_word, MaskDraw};
+use dropnet::rng::Stream;
+use dropnet::{Activation, Architecture, Matrix, Mode, Network, Scaling};
+
+struct Vector {
+    draw: MaskDraw,
+    row: u32,
+    column: u32,
+    keep: f64,
+    word: u32,
+    bit: bool,
+}
+
+fn vectors() -> Vec<Vector> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/masks.md")).unwrap();
+    let table = doc.split("<!-- vectors:begin -->").nth(1).unwrap().split("<!-- vectors:end -->").next().unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| seed") && !l.starts_with("| ---"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    rows.into_iter()
+        .map(|c| Vector {
+            draw: MaskDraw {
+                seed: c[0].parse().unwrap(),
+                stream: match c[1] {
+                    "mask" => Stream::Mask,
+                    "mc-mask" => Stream::McMask,
+                    other => panic!("unknown stream {other}"),
+                },
+                layer: c[2].parse().unwrap(),
+                step: c[3].parse().unwrap(),
+                first_row: 0,
+            },
+            row: c[4].parse().unwrap(),
+            column: c[5].parse().unwrap(),
+            keep: c[6].parse().unwrap(),
+            word: u32::from_str_radix(c[7], 16).unwrap(),
+            bit: c[8] == "1",
+        })
+        .collect()
+}
+
+#[test]
+fn every_documented_vector_matches() {
+    let vectors = vectors();
+    assert!(vectors.len() >= 15, "the table was not found or is short");
+    for v in &vectors {
+        assert_eq!(mask_word(&v.draw, v.row, v.column), v.word, "word of row {}, column {}", v.row, v.column);
+        assert_eq!(mask_bit(&v.draw, v.row, v.column, v.keep), v.bit, "bit of row {}, column {}", v.row, v.column);
+    }
+}
+
+#[test]
+fn a_training_network_draws_the_documented_bits() {
+    // 784 units on every dropped input, so the seed-42 vectors at column 783 address real units.
+    let arch = Architecture::mlp(
+        &[784, 784, 784, 10],
+        Activation::Relu,
+        Activation::Identity,
+        &[0.8, 0.8, 0.5],
+        Scaling::Inverted,
+    )
+    .unwrap();
+    let mut net = Network::<f32>::new(&arch, 42).unwrap();
+    let x = Matrix::from_fn(6, 784, |i, k| ((i + k) % 5) as f32);
+    let mut checked = 0;
+    for step in 0..2 {
+        net.forward(&x, Mode::Train { step }).unwrap();
+        for v in vectors().iter().filter(|v| v.draw.seed == 42 && v.draw.stream == Stream::Mask && v.draw.step == step)
+        {
+            if v.draw.layer < 2 && v.row < 6 && v.keep == 0.8 {
+                let mask = net.layers()[v.draw.layer as usize].dropout.mask();
+                assert_eq!(mask.get(v.row as usize, v.column as usize), v.bit);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3, "the table should hold three seed-42 vectors for layers 0 and 1");
+}
