@@ -1,4 +1,5 @@
-//! dropnet: neural networks with dropout on the CPU, with exact gradients and reproducible masks.
+#![doc = include_str!("../README.md")]
+
 pub mod activation;
 pub mod dropout;
 pub mod error;
