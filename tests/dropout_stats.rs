@@ -121,8 +121,8 @@ fn forward_and_backward_use_the_same_mask_bits() {
     let mask = layer.dropout.mask();
     let mut dropped = 0;
     for i in 0..64 {
-        for k in 0..n {
-            let expected = if mask.get(i, k) { 1.0 / KEEP[k] } else { 0.0 };
+        for (k, &p) in KEEP.iter().enumerate() {
+            let expected = if mask.get(i, k) { 1.0 / p } else { 0.0 };
             assert_eq!(layer.a_tilde().get(i, k), expected);
             assert_eq!(da.get(i, k), expected);
             dropped += usize::from(!mask.get(i, k));
@@ -154,8 +154,8 @@ fn standard_eval_multiplies_by_keep_and_inverted_eval_is_the_identity() {
         let mut out = Matrix::zeros(0, 0);
         dropout.forward(&a, &mut out, None).unwrap();
         for i in 0..2 {
-            for k in 0..KEEP.len() {
-                let factor = if scaling == Scaling::Standard { KEEP[k] } else { 1.0 };
+            for (k, &p) in KEEP.iter().enumerate() {
+                let factor = if scaling == Scaling::Standard { p } else { 1.0 };
                 assert_eq!(out.get(i, k), a.get(i, k) * factor);
             }
         }
