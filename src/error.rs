@@ -25,6 +25,16 @@ pub enum Error {
     #[error("{what} is not finite ({value})")]
     NotFinite { what: String, value: f64 },
 
+    /// A data, model or recipe file whose content is wrong.
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+
+    /// Training produced a loss that is NaN or infinite.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: loss is {loss}; the model file keeps the last good weights"
+    )]
+    Diverged { epoch: usize, step: u64, loss: f64 },
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -32,6 +42,16 @@ pub enum Error {
 
 /// `Result` with dropnet's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shorthand for an error about a file's content.
+pub(crate) fn file_error(path: &std::path::Path, message: impl Into<String>) -> Error {
+    Error::File { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Shorthand for an I/O error on a file.
+pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), source }
+}
 
 /// Shorthand for a shape error.
 pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Error {

@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 pub mod activation;
+pub mod data;
 pub mod dropout;
 pub mod error;
 pub mod gradcheck;
 pub mod layer;
 pub mod loss;
 pub mod network;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
