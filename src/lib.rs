@@ -4,13 +4,17 @@ pub mod activation;
 pub mod data;
 pub mod dropout;
 pub mod error;
+pub mod eval;
 pub mod gradcheck;
+pub mod io;
 pub mod layer;
 pub mod loss;
 pub mod network;
 pub mod optim;
+pub mod recipe;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use activation::Activation;
 pub use dropout::{BitMask, Keep, Scaling};

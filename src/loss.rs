@@ -16,14 +16,16 @@ use std::fmt;
 use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Loss {
     /// Softmax + cross-entropy on the network's logits (its output activation must be identity).
     #[default]
+    #[serde(rename = "softmax-cross-entropy")]
     SoftmaxCrossEntropy,
     /// Mean squared error on the network's output.
+    #[serde(rename = "mse")]
     MeanSquaredError,
     /// Sigmoid + binary cross-entropy on logits, per output unit (identity output activation).
+    #[serde(rename = "bce-with-logits")]
     BinaryCrossEntropyWithLogits,
 }
 

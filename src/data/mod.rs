@@ -102,6 +102,53 @@ pub struct Splits {
     pub train: Dataset,
     pub val: Option<Dataset>,
     pub test: Option<Dataset>,
+    /// The feature scaling fitted on the training set, when standardisation was asked for.
+    pub standardization: Option<Standardization>,
+}
+
+/// Per-feature `x ← (x − mean) / std`, fitted on a training set and stored in model files so that
+/// evaluation sees the same inputs.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Standardization {
+    pub mean: Vec<f32>,
+    /// 1 where a feature is constant.
+    pub std: Vec<f32>,
+}
+
+impl Standardization {
+    pub fn fit(x: &Matrix<f32>) -> Self {
+        let n = x.rows() as f64;
+        let mut sum = vec![0.0f64; x.cols()];
+        let mut sq = vec![0.0f64; x.cols()];
+        for i in 0..x.rows() {
+            for (k, &v) in x.row(i).iter().enumerate() {
+                sum[k] += v as f64;
+                sq[k] += (v as f64) * (v as f64);
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let std = sq.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0).sqrt());
+        Self {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: std.map(|s| if s > 1e-12 { s as f32 } else { 1.0 }).collect(),
+        }
+    }
+
+    pub fn apply(&self, set: &mut Dataset) -> Result<()> {
+        if set.features() != self.mean.len() {
+            return Err(Error::Config(format!(
+                "the standardisation has {} features, the data {}",
+                self.mean.len(),
+                set.features()
+            )));
+        }
+        for i in 0..set.len() {
+            for ((v, m), s) in set.x.row_mut(i).iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The folders searched, in order, when no `--data` is given (after `$DROPNET_DATA`).
@@ -194,35 +241,26 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
         val: (val > 0).then(|| train.subset(&val_idx)),
         train: if val > 0 { train.subset(&train_idx) } else { train },
         test,
+        standardization: None,
     };
     if standardize {
-        let (mean, sd) = feature_moments(&splits.train.x);
+        let fitted = Standardization::fit(&splits.train.x);
         for set in [Some(&mut splits.train), splits.val.as_mut(), splits.test.as_mut()].into_iter().flatten() {
-            for i in 0..set.len() {
-                for (k, v) in set.x.row_mut(i).iter_mut().enumerate() {
-                    *v = (*v - mean[k]) / sd[k];
-                }
-            }
+            fitted.apply(set)?;
         }
+        splits.standardization = Some(fitted);
     }
     Ok(splits)
 }
 
-/// Per-feature mean and standard deviation (1 where a feature is constant).
-fn feature_moments(x: &Matrix<f32>) -> (Vec<f32>, Vec<f32>) {
-    let n = x.rows() as f64;
-    let mut mean = vec![0.0f64; x.cols()];
-    let mut sq = vec![0.0f64; x.cols()];
-    for i in 0..x.rows() {
-        for (k, &v) in x.row(i).iter().enumerate() {
-            mean[k] += v as f64;
-            sq[k] += (v as f64) * (v as f64);
-        }
+/// The examples to evaluate a model on: the `t10k` set of an IDX folder, or a whole CSV file
+/// (`test`, when given, else `train`).
+pub fn load_eval(source: &Source) -> Result<Dataset> {
+    match source {
+        Source::Idx(dir) => load_idx(dir, "t10k")?
+            .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder")),
+        Source::Csv { train, test, label_col } => load_csv(test.as_deref().unwrap_or(train), label_col),
     }
-    let mean: Vec<f64> = mean.iter().map(|s| s / n).collect();
-    let sd =
-        sq.iter().zip(&mean).map(|(s, m)| ((s / n - m * m).max(0.0)).sqrt()).map(|s| if s > 1e-12 { s } else { 1.0 });
-    (mean.iter().map(|&m| m as f32).collect(), sd.map(|s| s as f32).collect())
 }
 
 /// A uniformly random permutation of `0..n` (Fisher–Yates) from stream (seed, `stream`, 0, `step`).
