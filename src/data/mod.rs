@@ -157,25 +157,31 @@ pub const SEARCH_PATH: [&str; 3] = ["./data/mnist", "./data/fashion-mnist", "/us
 /// The data folder to use: `explicit` if given, else the first of `$DROPNET_DATA` and
 /// [`SEARCH_PATH`] that holds a training set.
 pub fn discover(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(env) = std::env::var_os("DROPNET_DATA") {
+        candidates.push(PathBuf::from(env));
+    }
+    candidates.extend(SEARCH_PATH.iter().map(PathBuf::from));
+    discover_in(explicit, &candidates)
+}
+
+/// [`discover`] with the list of folders to try given.
+pub fn discover_in(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<PathBuf> {
     if let Some(path) = explicit {
         if !path.exists() {
             return Err(file_error(path, "no such file or folder"));
         }
         return Ok(path.to_path_buf());
     }
-    let mut tried: Vec<PathBuf> = Vec::new();
-    if let Some(env) = std::env::var_os("DROPNET_DATA") {
-        tried.push(PathBuf::from(env));
-    }
-    tried.extend(SEARCH_PATH.iter().map(PathBuf::from));
-    for dir in &tried {
+    let tried = candidates;
+    for dir in tried {
         if dir.is_file() || find_idx(dir, "train", "images-idx3-ubyte").is_some() {
             return Ok(dir.clone());
         }
     }
     let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(Error::Config(format!(
-        "no data set found (looked in $DROPNET_DATA and {}). Pass --data DIR (a folder of MNIST-style IDX \
+        "no data set found (looked in {}; $DROPNET_DATA adds a folder). Pass --data DIR (a folder of MNIST-style IDX \
          files, or a CSV file), or install Fashion-MNIST: apt-get install dataset-fashion-mnist",
         list.join(", ")
     )))

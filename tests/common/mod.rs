@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: small data sets written to temporary folders, and the
+//! `dropnet` binary.
+#![allow(dead_code)]
+
+use dropnet::data::idx::{encode, IMAGES_MAGIC, LABELS_MAGIC};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fresh empty folder under the target directory, named after the test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// 4×4 images of 3 classes: class c lights up row c (plus deterministic noise), so a working
+/// trainer separates them easily and a broken one does not.
+pub fn toy_images(n: usize, salt: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut pixels = Vec::with_capacity(n * 16);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i * 7 + salt) % 3;
+        for p in 0..16 {
+            let noise = ((i * 31 + p * 17 + salt * 13) % 61) as u8;
+            pixels.push(if p / 4 == class { 180 + noise } else { noise });
+        }
+        labels.push(class as u8);
+    }
+    (pixels, labels)
+}
+
+/// Write an IDX data set (train and t10k) of toy images into `dir`, gzip-compressed or raw.
+pub fn write_toy_idx(dir: &Path, n_train: usize, n_test: usize, compressed: bool) {
+    for (prefix, n, salt) in [("train", n_train, 1), ("t10k", n_test, 2)] {
+        let (pixels, labels) = toy_images(n, salt);
+        let images = encode(IMAGES_MAGIC, &[n as u32, 4, 4], &pixels);
+        let labels = encode(LABELS_MAGIC, &[n as u32], &labels);
+        for (kind, bytes) in [("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)] {
+            let (name, bytes) = if compressed {
+                (format!("{prefix}-{kind}.gz"), gzip(&bytes))
+            } else {
+                (format!("{prefix}-{kind}"), bytes)
+            };
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+}
+
+/// Run `dropnet` with `args` in `dir`.
+pub fn dropnet(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dropnet")).current_dir(dir).env_remove("DROPNET_DATA").args(args).output().unwrap()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line of stdout as JSON.
+pub fn last_json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_else(|| panic!("no output; stderr: {}", stderr(out)));
+    serde_json::from_str(line).unwrap()
+}
+
+/// The real MNIST files CI provides beside the project.
+pub fn mnist_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist")
+}
