@@ -59,6 +59,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Not built yet: the benchmark workloads of shared/bench/SPEC.md (W1, W2, W3).
+    Bench,
     /// Describe a model file: layers, keep probabilities, seed, training history.
     #[command(after_help = "Example:\n  dropnet info --model model.safetensors --json")]
     Info {
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => run_predict(args),
         Command::Gradcheck { json, seed } => run_gradcheck(json, seed),
         Command::Info { model, json } => run_info(&model, json),
+        Command::Bench => Err(Error::Config("dropnet bench is not built yet (see README: Not built yet)".into())),
     };
     match outcome {
         Ok(code) => code,

@@ -284,3 +284,19 @@ fn a_model_file_whose_metadata_does_not_match_its_tensors_is_rejected() {
     // a missing one
     assert_fails(&dropnet(&dir, &["info", "--model", "missing.safetensors"]), &["missing.safetensors"]);
 }
+
+#[test]
+fn every_shipped_recipe_parses_and_describes_a_valid_run() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let options = dropnet::recipe::TrainOptions::from_recipe(&path).unwrap();
+        let sizes = options.sizes().unwrap();
+        assert_eq!((sizes[0], sizes[sizes.len() - 1]), (784, 10), "{}", path.display());
+        assert_eq!(options.keep.as_ref().unwrap().len(), sizes.len() - 1, "{}", path.display());
+        options.optim_config().unwrap();
+        count += 1;
+    }
+    assert!(count >= 3);
+}
