@@ -136,8 +136,8 @@ pub struct Param<'a, T: Scalar> {
 pub struct Network<T: Scalar> {
     layers: Vec<Dense<T>>,
     seed: u64,
-    /// ∂J/∂a between two layers during backward (reused across steps).
-    grad_between: Matrix<T>,
+    /// ∂J/∂a between two layers during backward: two buffers used in turn, reused across steps.
+    grad_between: [Matrix<T>; 2],
 }
 
 impl<T: Scalar> Network<T> {
@@ -185,7 +185,7 @@ impl<T: Scalar> Network<T> {
         if layers.is_empty() {
             return Err(Error::Config("a network needs at least one layer".into()));
         }
-        Ok(Self { layers, seed, grad_between: Matrix::zeros(0, 0) })
+        Ok(Self { layers, seed, grad_between: [Matrix::zeros(0, 0), Matrix::zeros(0, 0)] })
     }
 
     pub fn seed(&self) -> u64 {
@@ -237,17 +237,18 @@ impl<T: Scalar> Network<T> {
         if last == 0 {
             return self.layers[0].backward(d_output, d_input);
         }
-        // ∂J/∂a flows from layer l+1 back into layer l through `grad_between`.
-        let mut between = std::mem::replace(&mut self.grad_between, Matrix::zeros(0, 0));
-        let mut next = Matrix::zeros(0, 0);
-        self.layers[last].backward(d_output, Some(&mut between))?;
-        for l in (1..last).rev() {
-            self.layers[l].backward(&between, Some(&mut next))?;
-            std::mem::swap(&mut between, &mut next);
-        }
-        self.layers[0].backward(&between, d_input)?;
-        self.grad_between = between;
-        Ok(())
+        // ∂J/∂a flows from layer l+1 back into layer l through the two `grad_between` buffers.
+        let [mut between, mut next] = std::mem::take(&mut self.grad_between);
+        let result = (|| {
+            self.layers[last].backward(d_output, Some(&mut between))?;
+            for l in (1..last).rev() {
+                self.layers[l].backward(&between, Some(&mut next))?;
+                std::mem::swap(&mut between, &mut next);
+            }
+            self.layers[0].backward(&between, d_input)
+        })();
+        self.grad_between = [between, next];
+        result
     }
 
     /// Every parameter tensor with its gradient, in order: layers.0.weight, layers.0.bias, ...

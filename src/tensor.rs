@@ -251,6 +251,13 @@ impl<T: Scalar> Matrix<T> {
     }
 }
 
+/// The empty 0×0 matrix (no allocation).
+impl<T: Scalar> Default for Matrix<T> {
+    fn default() -> Self {
+        Self::zeros(0, 0)
+    }
+}
+
 impl<T: Scalar> fmt::Debug for Matrix<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Matrix {}x{} [", self.rows, self.cols)?;
