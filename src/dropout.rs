@@ -290,17 +290,20 @@ impl<T: Scalar> Dropout<T> {
         };
         self.masked = true;
         match &self.fixed_mask {
-            Some(fixed) if fixed.rows() == rows && fixed.cols() == cols => self.mask.clone_from(fixed),
+            Some(fixed) if fixed.rows() == rows && fixed.cols() == cols => {
+                self.mask.clone_from(fixed);
+                // a_tilde[i,k] = r[i,k] · train_scale[k] · a[i,k]
+                apply_mask(&self.mask, &self.train_scale, a, a_tilde);
+            }
             Some(fixed) => {
                 return Err(shape(
                     "dropout",
                     format!("fixed mask is {}x{}, batch is {rows}x{cols}", fixed.rows(), fixed.cols()),
                 ))
             }
-            None => self.mask.draw(rows, cols, draw, &self.thresholds),
+            // The same, drawing r in the same pass.
+            None => draw_and_apply(&mut self.mask, draw, &self.thresholds, &self.train_scale, a, a_tilde),
         }
-        // Training: a_tilde[i,k] = r[i,k] · train_scale[k] · a[i,k].
-        apply_mask(&self.mask, &self.train_scale, a, a_tilde);
         Ok(())
     }
 
@@ -333,22 +336,94 @@ impl<T: Scalar> Dropout<T> {
     }
 }
 
-/// `out[i,k] = x[i,k] · scale[k]` where the mask bit is 1, else 0. Forward and backward share it,
-/// which is why they always use the same bits.
+/// Rows per parallel task: enough elements (≥ 16 Ki) that rayon's overhead does not show.
+fn rows_per_task(cols: usize) -> usize {
+    (16 * 1024 / cols.max(1)).max(1)
+}
+
+/// `out[i,k] = x[i,k] · scale[k]` where the mask bit is 1, else 0. Forward (with a given mask) and
+/// backward share it, which is why they always use the same bits. Rows run in parallel.
 fn apply_mask<T: Scalar>(mask: &BitMask, scale: &[T], x: &Matrix<T>, out: &mut Matrix<T>) {
-    for i in 0..x.rows() {
-        for (k, (o, &v)) in out.row_mut(i).iter_mut().zip(x.row(i)).enumerate() {
-            *o = if mask.get(i, k) { v * scale[k] } else { T::ZERO };
-        }
+    let cols = x.cols();
+    if cols == 0 {
+        return;
     }
+    let wpr = mask.words_per_row;
+    out.as_mut_slice()
+        .par_chunks_mut(cols)
+        .zip(x.as_slice().par_chunks(cols))
+        .zip(mask.words.par_chunks(wpr))
+        .with_min_len(rows_per_task(cols))
+        .for_each(|((o, xr), bits)| mask_row(bits, scale, xr, o));
 }
 
 fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>) {
-    for i in 0..x.rows() {
-        for (k, v) in x.row_mut(i).iter_mut().enumerate() {
-            *v = if mask.get(i, k) { *v * scale[k] } else { T::ZERO };
-        }
+    let cols = x.cols();
+    if cols == 0 {
+        return;
     }
+    let wpr = mask.words_per_row;
+    x.as_mut_slice().par_chunks_mut(cols).zip(mask.words.par_chunks(wpr)).with_min_len(rows_per_task(cols)).for_each(
+        |(row, bits)| {
+            for (k, v) in row.iter_mut().enumerate() {
+                let kept = bits[k / 64] >> (k % 64) & 1 == 1;
+                *v = if kept { *v * scale[k] } else { T::ZERO };
+            }
+        },
+    );
+}
+
+/// One row of [`apply_mask`].
+#[inline]
+fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T]) {
+    for (k, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        let kept = bits[k / 64] >> (k % 64) & 1 == 1;
+        *o = if kept { v * scale[k] } else { T::ZERO };
+    }
+}
+
+/// The fused training pass: draw each row's mask bits (as [`BitMask::draw`] does, four units per
+/// Philox call) and write `out = r · scale · x` in the same sweep, rows in parallel. The bits are
+/// stored for backward; the result is the same as `draw` followed by [`apply_mask`].
+fn draw_and_apply<T: Scalar>(
+    mask: &mut BitMask,
+    draw: &MaskDraw,
+    thresholds: &[u64],
+    scale: &[T],
+    x: &Matrix<T>,
+    out: &mut Matrix<T>,
+) {
+    let (rows, cols) = x.shape();
+    mask.rows = rows;
+    mask.cols = cols;
+    mask.words_per_row = cols.div_ceil(64);
+    mask.words.resize(rows * mask.words_per_row, 0);
+    if cols == 0 {
+        return;
+    }
+    let philox_key = key(draw.seed);
+    out.as_mut_slice()
+        .par_chunks_mut(cols)
+        .zip(x.as_slice().par_chunks(cols))
+        .zip(mask.words.par_chunks_mut(mask.words_per_row))
+        .enumerate()
+        .with_min_len(rows_per_task(cols))
+        .for_each(|(i, ((o, xr), bits))| {
+            let row = draw.first_row.wrapping_add(i as u32);
+            bits.fill(0);
+            for (block, (o4, x4)) in o.chunks_mut(4).zip(xr.chunks(4)).enumerate() {
+                let random = philox4x32_10(counter(draw.stream, draw.layer, draw.step, row, block as u32), philox_key);
+                for (lane, (ov, &xv)) in o4.iter_mut().zip(x4).enumerate() {
+                    let k = block * 4 + lane;
+                    if (random[lane] as u64) < thresholds[k] {
+                        bits[k / 64] |= 1 << (k % 64);
+                        *ov = xv * scale[k];
+                    } else {
+                        *ov = T::ZERO;
+                    }
+                }
+            }
+        });
 }
 
 #[cfg(test)]
@@ -369,6 +444,22 @@ mod tests {
     fn threshold_bounds() {
         assert_eq!(threshold(1.0), 1 << 32);
         assert_eq!(threshold(0.5), 1 << 31);
+    }
+
+    #[test]
+    fn the_fused_pass_draws_the_same_bits_as_bulk_draw() {
+        let draw = MaskDraw { seed: 77, stream: Stream::Mask, layer: 2, step: 5, first_row: 0 };
+        let keep = Keep::per_unit((0..131).map(|k| 0.2 + 0.8 * (k % 9) as f64 / 8.0).collect()).unwrap();
+        let mut dropout = Dropout::<f32>::new(keep, Scaling::Inverted);
+        let x = Matrix::from_fn(37, 131, |i, k| (i * 131 + k) as f32 * 0.01 + 0.5);
+        let mut out = Matrix::zeros(0, 0);
+        dropout.forward(&x, &mut out, Some(&draw)).unwrap();
+        let mut bulk = BitMask::default();
+        bulk.draw(37, 131, &draw, &dropout.thresholds);
+        assert_eq!(dropout.mask(), &bulk);
+        let mut applied = Matrix::zeros(37, 131);
+        apply_mask(&bulk, &dropout.train_scale, &x, &mut applied);
+        assert_eq!(out.as_slice(), applied.as_slice());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod activation;
+pub mod bench;
 pub mod data;
 pub mod dropout;
 pub mod error;

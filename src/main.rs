@@ -59,8 +59,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Not built yet: the benchmark workloads of shared/bench/SPEC.md (W1, W2, W3).
-    Bench,
+    /// Run the benchmark workloads of shared/bench/SPEC.md: W1 training epoch on MNIST, W2 dropout
+    /// kernel over 2^25 floats against a plain copy, W3 GEMM throughput.
+    #[command(
+        after_help = "Examples:\n  dropnet bench --workload all --threads 2 --data ../shared/data/mnist --json\n  dropnet bench --workload w2 --threads 1"
+    )]
+    Bench {
+        /// w1, w2, w3 or all
+        #[arg(long, default_value = "all")]
+        workload: String,
+        /// The MNIST folder for W1 [default: as for train; anything but MNIST is refused]
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// One JSON object per workload, each on its own line
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a model file: layers, keep probabilities, seed, training history.
     #[command(after_help = "Example:\n  dropnet info --model model.safetensors --json")]
     Info {
@@ -145,7 +159,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => run_predict(args),
         Command::Gradcheck { json, seed } => run_gradcheck(json, seed),
         Command::Info { model, json } => run_info(&model, json),
-        Command::Bench => Err(Error::Config("dropnet bench is not built yet (see README: Not built yet)".into())),
+        Command::Bench { workload, data, json } => run_bench(&workload, data.as_deref(), json),
     };
     match outcome {
         Ok(code) => code,
@@ -579,6 +593,51 @@ fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
             if let Some(r) = s.history.last() {
                 let pct = |e: Option<f64>| e.map_or("-".to_string(), |e| format!("{:.2}%", 100.0 * e));
                 println!("last epoch: test error {}, validation error {}", pct(r.test_error), pct(r.val_error));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_bench(workload: &str, data: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let (w1, w2, w3) = match workload {
+        "w1" => (true, false, false),
+        "w2" => (false, true, false),
+        "w3" => (false, false, true),
+        "all" => (true, true, true),
+        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3 or all"))),
+    };
+    let threads = rayon::current_num_threads();
+    if w1 {
+        let dir = data::discover(data)?;
+        let r = dropnet::bench::w1(&dir)?;
+        if json {
+            println!("{}", serde_json::to_string(&r).expect("serialisable"));
+        } else {
+            println!(
+                "W1 ({threads} threads): {:.0} samples/s ({:.2} s epoch), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
+                r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
+            );
+        }
+    }
+    if w2 {
+        let r = dropnet::bench::w2()?;
+        if json {
+            println!("{}", serde_json::to_string(&r).expect("serialisable"));
+        } else {
+            println!(
+                "W2 ({threads} threads): forward {:.2} GB/s, backward {:.2} GB/s, copy {:.2} GB/s",
+                r.fwd_gbps, r.bwd_gbps, r.copy_gbps
+            );
+        }
+    }
+    if w3 {
+        let r = dropnet::bench::w3()?;
+        if json {
+            println!("{}", serde_json::to_string(&r).expect("serialisable"));
+        } else {
+            for (shape, g) in &r.gflops {
+                println!("W3 ({threads} threads): {shape:>16}  {g:.1} GFLOP/s");
             }
         }
     }

@@ -247,6 +247,11 @@ impl<T: Scalar> Network<T> {
             }
             self.layers[0].backward(&between, d_input)
         })();
+        // Put the buffers back in their original roles, so every step gives each the same shape
+        // and nothing is reallocated.
+        if (last - 1) % 2 == 1 {
+            std::mem::swap(&mut between, &mut next);
+        }
         self.grad_between = [between, next];
         result
     }

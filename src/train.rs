@@ -5,7 +5,7 @@
 //! permutation e of the shuffle stream, the masks of step s are those of address (seed, layer, s).
 //! So a run resumed from the state saved after epoch e continues exactly as if it had not stopped.
 
-use crate::data::{epoch_order, Splits};
+use crate::data::{epoch_order, Dataset, Splits};
 use crate::error::{Error, Result};
 use crate::eval::{argmax, evaluate, loss_on_labels};
 use crate::loss::Loss;
@@ -86,6 +86,42 @@ pub enum Stop {
     EarlyStopped,
 }
 
+/// The buffers of a training step: sized on the first batch, reused by every later one.
+#[derive(Default)]
+pub struct StepBuffers {
+    x: Matrix<f32>,
+    labels: Vec<usize>,
+    grad: Matrix<f32>,
+    one_hot: Matrix<f32>,
+}
+
+/// One optimizer step on the examples at `indices`: forward in training mode with the masks of
+/// `step`, loss, backward, update. Returns the batch loss and the number misclassified; a loss that
+/// is not finite stops here, before the update, with [`Error::Diverged`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    net: &mut Network<f32>,
+    opt: &mut Optimizer,
+    loss: Loss,
+    data: &Dataset,
+    indices: &[usize],
+    step: u64,
+    epoch: usize,
+    b: &mut StepBuffers,
+) -> Result<(f64, usize)> {
+    data.gather(indices, &mut b.x, &mut b.labels);
+    let mask_step = u32::try_from(step).map_err(|_| Error::Config("more than 2^32 training steps".into()))?;
+    let out = net.forward(&b.x, Mode::Train { step: mask_step })?;
+    let wrong = (0..out.rows()).filter(|&i| argmax(out.row(i)) != b.labels[i]).count();
+    let batch_loss = loss_on_labels(loss, net.output(), &b.labels, &mut b.one_hot, &mut b.grad)?;
+    if !batch_loss.is_finite() {
+        return Err(Error::Diverged { epoch: epoch + 1, step, loss: batch_loss });
+    }
+    net.backward(&b.grad, None)?;
+    opt.step(net, epoch);
+    Ok((batch_loss, wrong))
+}
+
 /// Train `net` until `state.epochs_done == epochs` (or early stopping).
 pub fn train(
     net: &mut Network<f32>,
@@ -115,25 +151,16 @@ pub fn train(
     if state.batch == 0 {
         return Err(Error::Config("the batch size must be at least 1".into()));
     }
-    let (mut x, mut labels) = (Matrix::zeros(0, 0), Vec::new());
-    let (mut grad, mut hot) = (Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+    let mut buffers = StepBuffers::default();
     let total_steps = train.len().div_ceil(state.batch);
     while state.epochs_done < epochs {
         let epoch = state.epochs_done;
         let started = Instant::now();
         let (mut loss_sum, mut wrong) = (0.0, 0usize);
         for (done, chunk) in epoch_order(train.len(), net.seed(), epoch).chunks(state.batch).enumerate() {
-            train.gather(chunk, &mut x, &mut labels);
-            let step = u32::try_from(state.step).map_err(|_| Error::Config("more than 2^32 training steps".into()))?;
-            let out = net.forward(&x, Mode::Train { step })?;
-            wrong += (0..out.rows()).filter(|&i| argmax(out.row(i)) != labels[i]).count();
-            let batch_loss = loss_on_labels(loss, net.output(), &labels, &mut hot, &mut grad)?;
-            if !batch_loss.is_finite() {
-                return Err(Error::Diverged { epoch: epoch + 1, step: state.step, loss: batch_loss });
-            }
+            let (batch_loss, batch_wrong) = train_step(net, opt, loss, train, chunk, state.step, epoch, &mut buffers)?;
             loss_sum += batch_loss * chunk.len() as f64;
-            net.backward(&grad, None)?;
-            opt.step(net, epoch);
+            wrong += batch_wrong;
             state.step += 1;
             observer.step(epoch + 1, done + 1, total_steps, batch_loss);
         }

@@ -1,0 +1,250 @@
+//! The benchmark workloads of `shared/bench/SPEC.md`, exactly as specified there:
+//!
+//! - **W1**: one training epoch of the 784-1024-1024-10 ReLU network with inverted dropout (keep 0.8
+//!   on the input, 0.5 on hidden units), softmax cross-entropy, SGD momentum 0.9, lr 0.01, batch 128,
+//!   on the real MNIST training set, timed after 20 warm-up steps; then the test error in eval mode.
+//!   Its limit is the time of the step's 8 matrix products alone (3 forward, 3 weight gradients,
+//!   2 input gradients) at the same shapes, orientations and thread count, in the same run.
+//! - **W2**: dropout forward (`y = x·r/keep`, bits kept) and backward (`dx = dy·r/keep`) over 2^25
+//!   floats at keep 0.5, in GB/s counting 8 bytes per element, against a plain copy of the buffer.
+//! - **W3**: f32 GEMM throughput at 1024×1024×1024 and at each of W1's product shapes.
+
+use crate::activation::Activation;
+use crate::data::{self, Source};
+use crate::dropout::{Dropout, Keep, MaskDraw, Scaling};
+use crate::error::Result;
+use crate::eval::evaluate;
+use crate::loss::Loss;
+use crate::network::{Architecture, Network};
+use crate::optim::{OptimConfig, Optimizer};
+use crate::rng::Stream;
+use crate::tensor::{matmul, Matrix, Trans};
+use crate::train::{train_step, StepBuffers};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+const W1_SIZES: [usize; 4] = [784, 1024, 1024, 10];
+const W1_BATCH: usize = 128;
+const W1_WARMUP_STEPS: usize = 20;
+const W1_SEED: u64 = 1;
+
+/// FLOP of one W1 sample counting matrix products only (SPEC.md).
+pub const W1_FLOP_PER_SAMPLE: u64 = 9_564_160;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W1Result {
+    pub workload: &'static str,
+    pub threads: usize,
+    pub data: String,
+    pub samples_per_s: f64,
+    pub epoch_s: f64,
+    pub test_error: f64,
+    pub limit_samples_per_s: f64,
+    pub fraction_of_limit: f64,
+    pub mask_bytes_per_step: usize,
+}
+
+/// Examples per digit in MNIST's training set (its published label counts): W1 refuses any other
+/// data set, Fashion-MNIST included (6000 per class).
+const MNIST_TRAIN_LABEL_COUNTS: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
+
+/// W1 on the MNIST folder `dir` (train and t10k files).
+pub fn w1(dir: &Path) -> Result<W1Result> {
+    let splits = data::load(&Source::Idx(dir.to_path_buf()), 0, W1_SEED, false)?;
+    let mut counts = [0usize; 10];
+    splits.train.labels.iter().for_each(|&y| counts[y.min(9)] += 1);
+    if counts != MNIST_TRAIN_LABEL_COUNTS || splits.train.features() != 784 {
+        return Err(crate::Error::File {
+            path: dir.to_path_buf(),
+            message: "W1 runs on MNIST only, and this is not MNIST's training set (label counts differ)".into(),
+        });
+    }
+    let test = splits.test.as_ref().ok_or_else(|| crate::Error::File {
+        path: dir.to_path_buf(),
+        message: "W1 needs the MNIST test set (t10k files) for its sanity check".into(),
+    })?;
+    let arch =
+        Architecture::mlp(&W1_SIZES, Activation::Relu, Activation::Identity, &[0.8, 0.5, 0.5], Scaling::Inverted)?;
+    let mut net = Network::<f32>::new(&arch, W1_SEED)?;
+    let config = OptimConfig { lr: 0.01, momentum: 0.9, ..OptimConfig::default() };
+    let mut opt = Optimizer::new(config)?;
+    let loss = Loss::SoftmaxCrossEntropy;
+    let train = &splits.train;
+    let mut buffers = StepBuffers::default();
+    let mut step = 0u64;
+    // Warm-up: the first 20 batches of a shuffled order, not timed.
+    let warmup = data::epoch_order(train.len(), W1_SEED, 0);
+    for chunk in warmup.chunks(W1_BATCH).take(W1_WARMUP_STEPS) {
+        train_step(&mut net, &mut opt, loss, train, chunk, step, 0, &mut buffers)?;
+        step += 1;
+    }
+    // The timed epoch: all 469 batches of a fresh shuffle.
+    let order = data::epoch_order(train.len(), W1_SEED, 1);
+    let started = Instant::now();
+    for chunk in order.chunks(W1_BATCH) {
+        train_step(&mut net, &mut opt, loss, train, chunk, step, 1, &mut buffers)?;
+        step += 1;
+    }
+    let epoch_s = started.elapsed().as_secs_f64();
+    let mask_bytes_per_step = net.layers().iter().map(|l| l.dropout.mask().bytes()).sum::<usize>();
+    let (test_error, _) = evaluate(&mut net, test, loss)?;
+    let samples_per_s = train.len() as f64 / epoch_s;
+    let limit_samples_per_s = W1_BATCH as f64 / w1_products_seconds()?;
+    Ok(W1Result {
+        workload: "w1",
+        threads: rayon::current_num_threads(),
+        data: dir.display().to_string(),
+        samples_per_s,
+        epoch_s,
+        test_error,
+        limit_samples_per_s,
+        fraction_of_limit: samples_per_s / limit_samples_per_s,
+        mask_bytes_per_step,
+    })
+}
+
+/// One matrix product of W1's step: `c = op(a)·op(b)` at the orientation the dense layer uses.
+struct Product {
+    c: Matrix<f32>,
+    a: Matrix<f32>,
+    ta: Trans,
+    b: Matrix<f32>,
+    tb: Trans,
+}
+
+impl Product {
+    fn run(&mut self) -> Result<()> {
+        matmul(&mut self.c, &self.a, self.ta, &self.b, self.tb, false)
+    }
+
+    /// 2·m·n·k
+    fn flop(&self) -> f64 {
+        let k = if self.ta == Trans::No { self.a.cols() } else { self.a.rows() };
+        2.0 * (self.c.rows() * self.c.cols() * k) as f64
+    }
+}
+
+fn filled(rows: usize, cols: usize) -> Matrix<f32> {
+    Matrix::from_fn(rows, cols, |i, k| ((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5)
+}
+
+/// The 8 products of a W1 step, with the shapes and orientations of `layer::dense`:
+/// forward `z = ã·Wᵀ`, weight gradient `dW = dzᵀ·ã`, input gradient `dã = dz·W` (layers 2 and 3).
+fn w1_products() -> Vec<Product> {
+    let m = W1_BATCH;
+    let mut products = Vec::new();
+    for l in 0..3 {
+        let (n_in, n_out) = (W1_SIZES[l], W1_SIZES[l + 1]);
+        let p = |c, a, ta, b, tb| Product { c, a, ta, b, tb };
+        // forward z = ã·Wᵀ
+        products.push(p(Matrix::zeros(m, n_out), filled(m, n_in), Trans::No, filled(n_out, n_in), Trans::Yes));
+        // weight gradient dW = dzᵀ·ã
+        products.push(p(Matrix::zeros(n_out, n_in), filled(m, n_out), Trans::Yes, filled(m, n_in), Trans::No));
+        // input gradient dã = dz·W (not needed for the first layer)
+        if l > 0 {
+            products.push(p(Matrix::zeros(m, n_in), filled(m, n_out), Trans::No, filled(n_out, n_in), Trans::No));
+        }
+    }
+    products
+}
+
+/// Median seconds of `f` over `repeats` runs after `warmup` runs.
+fn median_seconds(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[repeats / 2])
+}
+
+/// Seconds for the 8 products of one W1 step, back to back (median of 50).
+fn w1_products_seconds() -> Result<f64> {
+    let mut products = w1_products();
+    median_seconds(5, 50, || products.iter_mut().try_for_each(Product::run))
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W2Result {
+    pub workload: &'static str,
+    pub threads: usize,
+    pub elements: usize,
+    pub fwd_gbps: f64,
+    pub bwd_gbps: f64,
+    pub copy_gbps: f64,
+    pub mask_bytes: usize,
+}
+
+/// W2: dropout forward and backward over 2^25 floats (as a 32768 × 1024 batch) at keep 0.5.
+pub fn w2() -> Result<W2Result> {
+    const ROWS: usize = 1 << 15;
+    const COLS: usize = 1 << 10;
+    let n = ROWS * COLS;
+    let x = Matrix::<f32>::from_fn(ROWS, COLS, |i, k| (i ^ k) as f32 * 1e-3);
+    let mut y = Matrix::zeros(ROWS, COLS);
+    let mut dx = Matrix::zeros(ROWS, COLS);
+    let mut dropout = Dropout::<f32>::new(Keep::uniform(0.5, COLS)?, Scaling::Inverted);
+    let mut step = 0u32;
+    let fwd = median_seconds(3, 10, || {
+        let draw = MaskDraw { seed: 1, stream: Stream::Mask, layer: 0, step, first_row: 0 };
+        step += 1;
+        dropout.forward(&x, &mut y, Some(&draw))
+    })?;
+    let bwd = median_seconds(3, 10, || {
+        dropout.backward(&y, &mut dx);
+        Ok(())
+    })?;
+    let mut copy_dst = vec![0.0f32; n];
+    let copy = median_seconds(3, 10, || {
+        copy_dst.par_chunks_mut(1 << 16).zip(x.as_slice().par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+        Ok(())
+    })?;
+    let gbps = |seconds: f64| 8.0 * n as f64 / seconds / 1e9;
+    Ok(W2Result {
+        workload: "w2",
+        threads: rayon::current_num_threads(),
+        elements: n,
+        fwd_gbps: gbps(fwd),
+        bwd_gbps: gbps(bwd),
+        copy_gbps: gbps(copy),
+        mask_bytes: dropout.mask().bytes(),
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W3Result {
+    pub workload: &'static str,
+    pub threads: usize,
+    /// GFLOP/s keyed by shape "MxKxN" (C[M,N] = A[M,K]·B[K,N]); W1's shapes are computed with the
+    /// operand orientation training uses (see `w1_products`).
+    pub gflops: BTreeMap<String, f64>,
+}
+
+/// W3: GEMM throughput at 1024³ and at W1's product shapes.
+pub fn w3() -> Result<W3Result> {
+    let mut gflops = BTreeMap::new();
+    let mut square = Product {
+        c: Matrix::zeros(1024, 1024),
+        a: filled(1024, 1024),
+        ta: Trans::No,
+        b: filled(1024, 1024),
+        tb: Trans::No,
+    };
+    let seconds = median_seconds(3, 10, || square.run())?;
+    gflops.insert("1024x1024x1024".to_string(), square.flop() / seconds / 1e9);
+    for mut p in w1_products() {
+        let k = if p.ta == Trans::No { p.a.cols() } else { p.a.rows() };
+        let key = format!("{}x{}x{}", p.c.rows(), k, p.c.cols());
+        let seconds = median_seconds(5, 30, || p.run())?;
+        gflops.insert(key, p.flop() / seconds / 1e9);
+    }
+    Ok(W3Result { workload: "w3", threads: rayon::current_num_threads(), gflops })
+}
