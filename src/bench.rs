@@ -89,7 +89,8 @@ pub fn w1(dir: &Path) -> Result<W1Result> {
         step += 1;
     }
     let epoch_s = started.elapsed().as_secs_f64();
-    let mask_bytes_per_step = net.layers().iter().map(|l| l.dropout.mask().bytes()).sum::<usize>();
+    // Bits kept for backward in a full batch: 128 rows of ⌈n/64⌉ 64-bit words per dropped layer.
+    let mask_bytes_per_step = W1_SIZES[..3].iter().map(|&n| W1_BATCH * n.div_ceil(64) * 8).sum::<usize>();
     let (test_error, _) = evaluate(&mut net, test, loss)?;
     let samples_per_s = train.len() as f64 / epoch_s;
     let limit_samples_per_s = W1_BATCH as f64 / w1_products_seconds()?;
@@ -223,28 +224,25 @@ pub fn w2() -> Result<W2Result> {
 pub struct W3Result {
     pub workload: &'static str,
     pub threads: usize,
-    /// GFLOP/s keyed by shape "MxKxN" (C[M,N] = A[M,K]·B[K,N]); W1's shapes are computed with the
-    /// operand orientation training uses (see `w1_products`).
+    /// GFLOP/s keyed by shape "MxKxN" (C[M,N] = A[M,K]·B[K,N], both operands row-major).
     pub gflops: BTreeMap<String, f64>,
 }
 
-/// W3: GEMM throughput at 1024³ and at W1's product shapes.
+/// W3: plain `C = A·B` GEMM throughput at 1024³ and at each distinct shape of W1's products.
 pub fn w3() -> Result<W3Result> {
-    let mut gflops = BTreeMap::new();
-    let mut square = Product {
-        c: Matrix::zeros(1024, 1024),
-        a: filled(1024, 1024),
-        ta: Trans::No,
-        b: filled(1024, 1024),
-        tb: Trans::No,
-    };
-    let seconds = median_seconds(3, 10, || square.run())?;
-    gflops.insert("1024x1024x1024".to_string(), square.flop() / seconds / 1e9);
-    for mut p in w1_products() {
+    let mut shapes: Vec<(usize, usize, usize)> = vec![(1024, 1024, 1024)];
+    for p in w1_products() {
         let k = if p.ta == Trans::No { p.a.cols() } else { p.a.rows() };
-        let key = format!("{}x{}x{}", p.c.rows(), k, p.c.cols());
-        let seconds = median_seconds(5, 30, || p.run())?;
-        gflops.insert(key, p.flop() / seconds / 1e9);
+        let shape = (p.c.rows(), k, p.c.cols());
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
+        }
+    }
+    let mut gflops = BTreeMap::new();
+    for (m, k, n) in shapes {
+        let mut p = Product { c: Matrix::zeros(m, n), a: filled(m, k), ta: Trans::No, b: filled(k, n), tb: Trans::No };
+        let seconds = median_seconds(3, if m * n * k > 1 << 27 { 10 } else { 30 }, || p.run())?;
+        gflops.insert(format!("{m}x{k}x{n}"), p.flop() / seconds / 1e9);
     }
     Ok(W3Result { workload: "w3", threads: rayon::current_num_threads(), gflops })
 }

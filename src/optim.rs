@@ -15,6 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::network::Network;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -164,14 +165,44 @@ pub struct StepParams {
     pub t: u64,
 }
 
-/// One update of one tensor, in a single pass over its values.
+/// One update of one tensor, in a single pass over its values (see [`update_rows`]).
 pub fn update(w: &mut [f32], g: &[f32], slots: &mut Slots, p: &StepParams, decay: bool) {
+    let len = w.len();
+    update_rows(w, g, slots, p, decay, len.max(1), None);
+}
+
+/// Update a tensor of rows of `width` values and, with `max_norm = Some(c)`, scale each row down to
+/// length ≤ c right after its update, while it is still in cache. Chunks of whole rows run in
+/// parallel; every element's arithmetic is independent, so the result does not depend on threads.
+pub fn update_rows(
+    w: &mut [f32],
+    g: &[f32],
+    slots: &mut Slots,
+    p: &StepParams,
+    decay: bool,
+    width: usize,
+    max_norm: Option<f32>,
+) {
     if slots.first.len() != w.len() {
         slots.first = vec![0.0; w.len()];
         slots.second = vec![0.0; w.len()];
     }
     let lambda = if decay { p.weight_decay } else { 0.0 };
-    let (v, s) = (&mut slots.first, &mut slots.second);
+    let chunk = width * (16 * 1024 / width).max(1);
+    w.par_chunks_mut(chunk)
+        .zip(g.par_chunks(chunk))
+        .zip(slots.first.par_chunks_mut(chunk))
+        .zip(slots.second.par_chunks_mut(chunk))
+        .for_each(|(((w, g), v), s)| {
+            update_chunk(w, g, v, s, p, lambda);
+            if let Some(c) = max_norm {
+                max_norm_rows(w, width, c);
+            }
+        });
+}
+
+/// The update rules of the module docs over one chunk.
+fn update_chunk(w: &mut [f32], g: &[f32], v: &mut [f32], s: &mut [f32], p: &StepParams, lambda: f32) {
     match p.method {
         Method::Sgd => {
             for i in 0..w.len() {
@@ -188,9 +219,8 @@ pub fn update(w: &mut [f32], g: &[f32], slots: &mut Slots, p: &StepParams, decay
             }
         }
         Method::Adam => {
-            let c1 = 1.0 - (p.beta1 as f64).powf(p.t as f64);
-            let c2 = 1.0 - (p.beta2 as f64).powf(p.t as f64);
-            let (c1, c2) = (c1 as f32, c2 as f32);
+            let c1 = (1.0 - (p.beta1 as f64).powf(p.t as f64)) as f32;
+            let c2 = (1.0 - (p.beta2 as f64).powf(p.t as f64)) as f32;
             for i in 0..w.len() {
                 let gi = g[i] + lambda * w[i];
                 v[i] = p.beta1 * v[i] + (1.0 - p.beta1) * gi;
@@ -210,7 +240,11 @@ pub fn update(w: &mut [f32], g: &[f32], slots: &mut Slots, p: &StepParams, decay
 
 /// Scale each row of `w` ([out, in]) down to Euclidean length at most `c`.
 pub fn max_norm(w: &mut [f32], inputs: usize, c: f32) {
-    for row in w.chunks_mut(inputs) {
+    max_norm_rows(w, inputs, c);
+}
+
+fn max_norm_rows(w: &mut [f32], width: usize, c: f32) {
+    for row in w.chunks_mut(width) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > c {
             let scale = c / norm;
@@ -258,12 +292,10 @@ impl Optimizer {
         let layers = net.layers_mut();
         self.slots.resize_with(2 * layers.len(), Slots::default);
         for (l, layer) in layers.iter_mut().enumerate() {
-            let inputs = layer.inputs();
-            update(layer.weight.as_mut_slice(), layer.weight_grad.as_slice(), &mut self.slots[2 * l], &p, true);
+            let (inputs, c) = (layer.inputs(), self.config.max_norm.map(|c| c as f32));
+            let weight = layer.weight.as_mut_slice();
+            update_rows(weight, layer.weight_grad.as_slice(), &mut self.slots[2 * l], &p, true, inputs, c);
             update(&mut layer.bias, &layer.bias_grad, &mut self.slots[2 * l + 1], &p, false);
-            if let Some(c) = self.config.max_norm {
-                max_norm(layer.weight.as_mut_slice(), inputs, c as f32);
-            }
         }
     }
 }
