@@ -218,6 +218,8 @@ pub struct Dropout<T: Scalar> {
     keep: Keep,
     scaling: Scaling,
     thresholds: Vec<u64>,
+    /// The same thresholds laid out for the 16-lane kernel.
+    lanes: LaneThresholds,
     /// Factor on kept units in training: `1/keep[k]` (inverted) or 1 (standard).
     train_scale: Vec<T>,
     /// Factor in evaluation: 1 (inverted) or `keep[k]` (standard).
@@ -232,7 +234,7 @@ pub struct Dropout<T: Scalar> {
 
 impl<T: Scalar> Dropout<T> {
     pub fn new(keep: Keep, scaling: Scaling) -> Self {
-        let thresholds = keep.values().iter().map(|&p| threshold(p)).collect();
+        let thresholds: Vec<u64> = keep.values().iter().map(|&p| threshold(p)).collect();
         let (train_scale, eval_scale) = keep
             .values()
             .iter()
@@ -244,6 +246,7 @@ impl<T: Scalar> Dropout<T> {
         Self {
             keep,
             scaling,
+            lanes: LaneThresholds::new(&thresholds),
             thresholds,
             train_scale,
             eval_scale,
@@ -302,7 +305,7 @@ impl<T: Scalar> Dropout<T> {
                 ))
             }
             // The same, drawing r in the same pass.
-            None => draw_and_apply(&mut self.mask, draw, &self.thresholds, &self.train_scale, a, a_tilde),
+            None => draw_and_apply(&mut self.mask, draw, &self.thresholds, &self.lanes, &self.train_scale, a, a_tilde),
         }
         Ok(())
     }
@@ -441,6 +444,7 @@ fn draw_and_apply<T: Scalar>(
     mask: &mut BitMask,
     draw: &MaskDraw,
     thresholds: &[u64],
+    lanes: &LaneThresholds,
     scale: &[T],
     x: &Matrix<T>,
     out: &mut Matrix<T>,
@@ -454,6 +458,9 @@ fn draw_and_apply<T: Scalar>(
         return;
     }
     let philox_key = key(draw.seed);
+    // Outputs larger than the last-level cache are written with non-temporal stores (they would
+    // only evict the cache on their way to memory); rows must then start on 64-byte boundaries.
+    let stream = std::mem::size_of_val(out.as_slice()) > STREAMING_BYTES && cols % 16 == 0;
     out.as_mut_slice()
         .par_chunks_mut(cols)
         .zip(x.as_slice().par_chunks(cols))
@@ -464,6 +471,16 @@ fn draw_and_apply<T: Scalar>(
             let ctr = counter(draw.stream, draw.layer, draw.step, draw.first_row.wrapping_add(i as u32), 0);
             let row = RowDraw { ctr, key: philox_key, thresholds };
             #[cfg(target_arch = "x86_64")]
+            if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
+                // SAFETY: T is f32 (checked just above), so the slices can be read as f32; the CPU
+                // has the instructions the kernel uses (checked at run time).
+                unsafe {
+                    let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
+                    let out = std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut f32, o.len());
+                    return avx512::draw_row_f32(&row, lanes, cast(scale), cast(xr), out, bits, stream);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
             if has_avx512() {
                 // SAFETY: the CPU has AVX-512F/BW (checked at run time).
                 return unsafe { draw_row_avx512(&row, scale, xr, o, bits) };
@@ -471,6 +488,38 @@ fn draw_and_apply<T: Scalar>(
             draw_row_portable(&row, scale, xr, o, bits)
         });
 }
+
+/// The thresholds rearranged for the 16-lane kernel. Group g covers units 64g..64g+63; its 64 u32
+/// thresholds are stored as 4 rows (Philox output word w) of 16 (block b), for unit 64g + 4b + w.
+/// Units with keep = 1 (threshold 2^32, which no u32 holds) are listed in `always`; `valid` marks
+/// the units that exist in the last, partial group.
+#[derive(Clone, Debug)]
+struct LaneThresholds {
+    t32: Vec<u32>,
+    always: Vec<u64>,
+    valid: Vec<u64>,
+}
+
+impl LaneThresholds {
+    fn new(thresholds: &[u64]) -> Self {
+        let groups = thresholds.len().div_ceil(64);
+        let mut lanes = Self { t32: vec![0; groups * 64], always: vec![0; groups], valid: vec![0; groups] };
+        for (k, &t) in thresholds.iter().enumerate() {
+            let (g, b, w) = (k / 64, (k % 64) / 4, k % 4);
+            lanes.valid[g] |= 1 << (k % 64);
+            if t > u32::MAX as u64 {
+                lanes.always[g] |= 1 << (k % 64);
+            } else {
+                lanes.t32[g * 64 + w * 16 + b] = t as u32;
+            }
+        }
+        lanes
+    }
+}
+
+/// Output size above which the fused pass streams its stores past the cache (this machine's L3 is
+/// 32 MiB; W1's batches are far below, W2's 128 MiB tensor far above).
+const STREAMING_BYTES: usize = 64 << 20;
 
 /// What one row's mask depends on: the counter of its block 0, the key and the thresholds.
 struct RowDraw<'a> {
@@ -533,6 +582,107 @@ fn draw_row_portable<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], out: &m
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
 unsafe fn draw_row_avx512<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
     draw_row_portable(row, scale, x, out, bits)
+}
+
+/// The fused dropout pass for f32 with AVX-512 intrinsics: 16 Philox blocks per vector, the
+/// threshold compare as a vector mask, the 64 mask bits interleaved with BMI2 `pdep`, and the scaled
+/// copy as masked multiplies. Bit for bit the same as the portable path (tested).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{mask_row_portable, LaneThresholds, RowDraw};
+    use std::arch::x86_64::*;
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("bmi2")
+    }
+
+    /// Per 32-bit lane: the high and low halves of `a · m` (m the same in every lane).
+    #[inline(always)]
+    unsafe fn mulhilo(a: __m512i, m: __m512i) -> (__m512i, __m512i) {
+        let even = _mm512_mul_epu32(a, m); // 64-bit products of lanes 0, 2, 4, ...
+        let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m); // of lanes 1, 3, 5, ...
+        let hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+        let lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+        (hi, lo)
+    }
+
+    /// Mask bits of units 64g..64g+63 of one row (bit j = unit 64g + j).
+    #[inline(always)]
+    unsafe fn group_bits(row: &RowDraw<'_>, lanes: &LaneThresholds, g: usize) -> u64 {
+        let block0 = (g * 16) as i32;
+        let mut c0 = _mm512_add_epi32(
+            _mm512_set1_epi32(block0),
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        );
+        let mut c1 = _mm512_set1_epi32(row.ctr[1] as i32);
+        let mut c2 = _mm512_set1_epi32(row.ctr[2] as i32);
+        let mut c3 = _mm512_set1_epi32(row.ctr[3] as i32);
+        let (m0, m1) = (_mm512_set1_epi32(0xD251_1F53u32 as i32), _mm512_set1_epi32(0xCD9E_8D57u32 as i32));
+        let mut k = row.key;
+        for r in 0..10 {
+            if r > 0 {
+                k = [k[0].wrapping_add(0x9E37_79B9), k[1].wrapping_add(0xBB67_AE85)];
+            }
+            let (hi0, lo0) = mulhilo(c0, m0);
+            let (hi1, lo1) = mulhilo(c2, m1);
+            let n0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32(k[0] as i32));
+            let n2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32(k[1] as i32));
+            (c0, c1, c2, c3) = (n0, lo1, n2, lo0);
+        }
+        let t = lanes.t32[g * 64..].as_ptr();
+        let below = |words: __m512i, w: usize| {
+            _mm512_cmplt_epu32_mask(words, _mm512_loadu_si512(t.add(w * 16) as *const __m512i)) as u64
+        };
+        // unit 64g + 4b + w is word w of block b: spread each 16-bit mask to every fourth bit
+        let bits = _pdep_u64(below(c0, 0), 0x1111_1111_1111_1111)
+            | _pdep_u64(below(c1, 1), 0x2222_2222_2222_2222)
+            | _pdep_u64(below(c2, 2), 0x4444_4444_4444_4444)
+            | _pdep_u64(below(c3, 3), 0x8888_8888_8888_8888);
+        (bits | lanes.always[g]) & lanes.valid[g]
+    }
+
+    /// One row: mask words from the generator, then `out = r · scale · x`. With `stream`, `out`
+    /// must start on a 64-byte boundary and hold a multiple of 16 values; it is written with
+    /// non-temporal stores.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
+    pub unsafe fn draw_row_f32(
+        row: &RowDraw<'_>,
+        lanes: &LaneThresholds,
+        scale: &[f32],
+        x: &[f32],
+        out: &mut [f32],
+        bits: &mut [u64],
+        stream: bool,
+    ) {
+        let stream = stream && (out.as_ptr() as usize) % 64 == 0;
+        let full = x.len() / 64;
+        for (g, word) in bits.iter_mut().enumerate() {
+            *word = group_bits(row, lanes, g);
+            if g < full {
+                for q in 0..4 {
+                    let at = g * 64 + q * 16;
+                    let kept = (*word >> (16 * q)) as u16;
+                    let v = _mm512_maskz_mul_ps(
+                        kept,
+                        _mm512_loadu_ps(x.as_ptr().add(at)),
+                        _mm512_loadu_ps(scale.as_ptr().add(at)),
+                    );
+                    if stream {
+                        _mm512_stream_ps(out.as_mut_ptr().add(at), v);
+                    } else {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(at), v);
+                    }
+                }
+            }
+        }
+        if stream {
+            _mm_sfence();
+        }
+        if full < bits.len() {
+            let at = full * 64;
+            mask_row_portable(&bits[full..], &scale[at..], &x[at..], &mut out[at..]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -616,6 +766,38 @@ mod tests {
         if has_avx512() {
             unsafe { draw_row_avx512(&row, &scale, &x, &mut out_b, &mut bits_b) };
             assert_eq!((out_a, bits_a), (out_b, bits_b));
+        }
+    }
+
+    #[test]
+    fn the_f32_intrinsics_kernel_equals_the_portable_one() {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            for cols in [64, 150, 1024, 7] {
+                // keep 1 on some units, tiny keep on others, to reach both ends of the threshold rule
+                let keep: Vec<f64> = (0..cols).map(|k| [1.0, 0.5, 1e-12, 0.8, 0.999999][k % 5]).collect();
+                let thresholds: Vec<u64> = keep.iter().map(|&p| threshold(p)).collect();
+                let lanes = LaneThresholds::new(&thresholds);
+                let row = RowDraw { ctr: counter(Stream::McMask, 9, 8, 7, 0), key: key(6), thresholds: &thresholds };
+                let x: Vec<f32> = (0..cols).map(|k| k as f32 * 0.5 - 3.0).collect();
+                let scale: Vec<f32> = keep.iter().map(|&p| (1.0 / p) as f32).collect();
+                let words = cols.div_ceil(64);
+                let (mut out_a, mut bits_a) = (vec![0.0f32; cols], vec![0u64; words]);
+                let (mut out_b, mut bits_b) = (vec![0.0f32; cols], vec![0u64; words]);
+                draw_row_portable(&row, &scale, &x, &mut out_a, &mut bits_a);
+                unsafe { avx512::draw_row_f32(&row, &lanes, &scale, &x, &mut out_b, &mut bits_b, false) };
+                assert_eq!(bits_a, bits_b, "{cols} columns");
+                assert_eq!(out_a, out_b, "{cols} columns");
+                // the streaming stores write the same values (a 64-byte aligned row of 16k values)
+                if cols % 16 == 0 {
+                    let mut aligned = Matrix::<f32>::zeros(1, cols);
+                    let mut bits_c = vec![0u64; words];
+                    unsafe {
+                        avx512::draw_row_f32(&row, &lanes, &scale, &x, aligned.as_mut_slice(), &mut bits_c, true)
+                    };
+                    assert_eq!((aligned.as_slice(), &bits_c), (&out_a[..], &bits_a));
+                }
+            }
         }
     }
 
