@@ -460,7 +460,7 @@ fn draw_and_apply<T: Scalar>(
     let philox_key = key(draw.seed);
     // Outputs larger than the last-level cache are written with non-temporal stores (they would
     // only evict the cache on their way to memory); rows must then start on 64-byte boundaries.
-    let stream = std::mem::size_of_val(out.as_slice()) > STREAMING_BYTES && cols % 16 == 0;
+    let stream = std::mem::size_of_val(out.as_slice()) > STREAMING_BYTES && cols.is_multiple_of(16);
     out.as_mut_slice()
         .par_chunks_mut(cols)
         .zip(x.as_slice().par_chunks(cols))
@@ -654,7 +654,7 @@ mod avx512 {
         bits: &mut [u64],
         stream: bool,
     ) {
-        let stream = stream && (out.as_ptr() as usize) % 64 == 0;
+        let stream = stream && (out.as_ptr() as usize).is_multiple_of(64);
         let full = x.len() / 64;
         for (g, word) in bits.iter_mut().enumerate() {
             *word = group_bits(row, lanes, g);

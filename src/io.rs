@@ -96,7 +96,7 @@ pub fn save(path: &Path, net: &Network<f32>, loss: Loss, extra: &[(&str, String)
         offset = end;
     }
     let mut header = serde_json::to_vec(&header).expect("serialisable");
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut bytes = Vec::with_capacity(8 + header.len() + offset);

@@ -373,7 +373,7 @@ impl Observer for CliObserver {
                 self.batch_started = Instant::now();
             }
             bar.set_position(done as u64);
-            if done % 10 == 0 || done == total {
+            if done.is_multiple_of(10) || done == total {
                 let rate = done as f64 / self.batch_started.elapsed().as_secs_f64();
                 bar.set_message(format!("loss {loss:.4}  {rate:.0} steps/s"));
             }
@@ -404,7 +404,7 @@ impl Observer for CliObserver {
             plot_curves(plot, &state.history)?;
         }
         if let Some(k) = self.checkpoint {
-            if state.epochs_done % k == 0 {
+            if state.epochs_done.is_multiple_of(k) {
                 let mut extra = self.extra.clone();
                 extra.push(("training", serde_json::to_string(state).expect("serialisable")));
                 io::save(&self.out, net, self.loss, &extra, &opt.slots)?;

@@ -279,7 +279,7 @@ impl<T: Scalar> Network<T> {
     /// Mutable values of parameter tensor `index` (the order of [`Network::params`]).
     pub fn param_values_mut(&mut self, index: usize) -> &mut [T] {
         let layer = &mut self.layers[index / 2];
-        if index % 2 == 0 {
+        if index.is_multiple_of(2) {
             layer.weight.as_mut_slice()
         } else {
             &mut layer.bias
