@@ -1,0 +1,57 @@
+//! `dropnet bench`: the workloads run and report the fields SPEC.md and the speed issue name.
+//! (Speed itself is recorded in BENCHMARKS.md, never asserted by a test.)
+
+mod common;
+use common::*;
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "{}", stderr(out));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn w1_on_real_mnist_reports_every_field() {
+    let dir = temp_dir("bench_w1");
+    let data = mnist_dir();
+    let lines = json_lines(&dropnet(
+        &dir,
+        &["--threads", "2", "bench", "--workload", "w1", "--data", data.to_str().unwrap(), "--json"],
+    ));
+    let w1 = &lines[0];
+    assert_eq!(w1["workload"], "w1");
+    assert_eq!(w1["threads"], 2);
+    for field in ["samples_per_s", "epoch_s", "limit_samples_per_s", "fraction_of_limit"] {
+        assert!(w1[field].as_f64().unwrap() > 0.0, "{field}: {w1}");
+    }
+    let fraction = w1["samples_per_s"].as_f64().unwrap() / w1["limit_samples_per_s"].as_f64().unwrap();
+    assert!((fraction - w1["fraction_of_limit"].as_f64().unwrap()).abs() < 1e-9);
+    // one epoch of the SPEC network learns MNIST far beyond chance
+    assert!(w1["test_error"].as_f64().unwrap() < 0.15, "{w1}");
+    // 128 rows of ceil(784/64) + 2·ceil(1024/64) 64-bit words
+    assert_eq!(w1["mask_bytes_per_step"], 128 * (13 + 16 + 16) * 8);
+}
+
+#[test]
+fn w1_refuses_data_that_is_not_mnist() {
+    let dir = temp_dir("bench_w1_toy");
+    std::fs::create_dir(dir.join("toy")).unwrap();
+    write_toy_idx(&dir.join("toy"), 60, 10, true);
+    let out = dropnet(&dir, &["bench", "--workload", "w1", "--data", "toy"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not MNIST"), "{}", stderr(&out));
+}
+
+#[test]
+fn w2_and_w3_report_their_fields() {
+    let dir = temp_dir("bench_w23");
+    let lines = json_lines(&dropnet(&dir, &["bench", "--workload", "w2", "--json"]));
+    for field in ["fwd_gbps", "bwd_gbps", "copy_gbps"] {
+        assert!(lines[0][field].as_f64().unwrap() > 0.0, "{field}: {}", lines[0]);
+    }
+    assert_eq!(lines[0]["elements"], 1 << 25);
+    let lines = json_lines(&dropnet(&dir, &["bench", "--workload", "w3", "--json"]));
+    let gflops = lines[0]["gflops"].as_object().unwrap();
+    for shape in ["1024x1024x1024", "128x784x1024", "1024x128x784", "128x1024x10"] {
+        assert!(gflops[shape].as_f64().unwrap() > 0.0, "{shape}: {gflops:?}");
+    }
+}
