@@ -67,6 +67,16 @@ impl Keep {
         Ok(Self { per_unit: values })
     }
 
+    /// Keep probabilities of the input units of dense layer `layer`; an error names unit and layer.
+    pub fn of_layer(values: Vec<f64>, layer: usize) -> Result<Self> {
+        Self::per_unit(values).map_err(|e| match e {
+            Error::Keep { value, where_ } => {
+                Error::Keep { value, where_: format!("{where_} of layer {layer}'s input") }
+            }
+            other => other,
+        })
+    }
+
     /// The same keep probability for all `units` units.
     pub fn uniform(value: f64, units: usize) -> Result<Self> {
         if !(value > 0.0 && value <= 1.0) {

@@ -182,18 +182,7 @@ fn new_network(options: &TrainOptions, seed: u64) -> Result<Network<f32>> {
         }
         (None, None) => (0..layers).map(|l| vec![if l == 0 { 0.8 } else { 0.5 }; sizes[l]]).collect(),
     };
-    let keep = keep
-        .into_iter()
-        .enumerate()
-        .map(|(l, values)| {
-            Keep::per_unit(values).map_err(|e| match e {
-                Error::Keep { value, where_ } => {
-                    Error::Keep { value, where_: format!("{where_} of layer {l}'s input") }
-                }
-                other => other,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let keep = keep.into_iter().enumerate().map(|(l, values)| Keep::of_layer(values, l)).collect::<Result<Vec<_>>>()?;
     let hidden = options.activation.unwrap_or(Activation::Relu);
     let mut activations = vec![hidden; layers];
     activations[layers - 1] = Activation::Identity;

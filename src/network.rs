@@ -105,19 +105,11 @@ impl Architecture {
             .iter()
             .zip(sizes)
             .enumerate()
-            .map(|(l, (&p, &n))| Keep::uniform(p, n).map_err(|e| in_layer(e, l)))
+            .map(|(l, (&p, &n))| Keep::of_layer(vec![p; n], l))
             .collect::<Result<_>>()?;
         let mut activations = vec![hidden; layers];
         activations[layers - 1] = output;
         Ok(Self { sizes: sizes.to_vec(), activations, keep, scaling, init: Init::for_activation(hidden) })
-    }
-}
-
-/// Add "of layer l's input" to a keep error.
-fn in_layer(err: Error, layer: usize) -> Error {
-    match err {
-        Error::Keep { value, where_ } => Error::Keep { value, where_: format!("{where_} of layer {layer}'s input") },
-        other => other,
     }
 }
 
