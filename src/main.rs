@@ -247,7 +247,7 @@ fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if let Some(s) = &splits.standardization {
         extra.push(("standardization", serde_json::to_string(s).expect("serialisable")));
     }
-    let mut observer = CliObserver::new(&options, &out, loss, extra.clone())?;
+    let mut observer = CliObserver::new(&options, &out, loss, extra.clone(), state.batch)?;
     let started = Instant::now();
     let stop = train::train(&mut net, &mut opt, loss, &splits, epochs, &mut state, &mut observer)?;
     let wall_s = started.elapsed().as_secs_f64();
@@ -309,11 +309,18 @@ struct CliObserver {
     out: PathBuf,
     loss: Loss,
     extra: Vec<(&'static str, String)>,
+    batch: usize,
     batch_started: Instant,
 }
 
 impl CliObserver {
-    fn new(options: &TrainOptions, out: &Path, loss: Loss, extra: Vec<(&'static str, String)>) -> Result<Self> {
+    fn new(
+        options: &TrainOptions,
+        out: &Path,
+        loss: Loss,
+        extra: Vec<(&'static str, String)>,
+        batch: usize,
+    ) -> Result<Self> {
         let log = match &options.log {
             Some(path) => Some(
                 std::fs::OpenOptions::new()
@@ -341,6 +348,7 @@ impl CliObserver {
             out: out.to_path_buf(),
             loss,
             extra,
+            batch,
             batch_started: Instant::now(),
         })
     }
@@ -363,8 +371,8 @@ impl Observer for CliObserver {
             }
             bar.set_position(done as u64);
             if done.is_multiple_of(10) || done == total {
-                let rate = done as f64 / self.batch_started.elapsed().as_secs_f64();
-                bar.set_message(format!("loss {loss:.4}  {rate:.0} steps/s"));
+                let rate = (done * self.batch) as f64 / self.batch_started.elapsed().as_secs_f64();
+                bar.set_message(format!("loss {loss:.4}  {rate:.0} samples/s"));
             }
         }
     }

@@ -300,3 +300,16 @@ fn every_shipped_recipe_parses_and_describes_a_valid_run() {
     }
     assert!(count >= 3);
 }
+
+#[test]
+fn early_stopping_ends_a_run_that_stops_improving() {
+    let dir = toy_dir("toy_early");
+    let mut a = args(&["--epochs", "50", "--val", "60", "--patience", "2", "--json"]);
+    a[8] = "1e-12"; // learning too slowly to change the validation error
+    let out = dropnet(&dir, &a);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert_eq!(report["stopped"], "early");
+    // epoch 1 sets the best; epochs 2 and 3 do not beat it; patience 2 stops after epoch 3
+    assert_eq!(report["epochs"], 3);
+}
