@@ -226,7 +226,10 @@ fn load_csv(path: &Path, label_col: &str) -> Result<Dataset> {
 /// standardise every feature with the training set's mean and standard deviation.
 pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result<Splits> {
     let (train, test) = match source {
-        Source::Idx(dir) => (load_idx(dir, "train")?.expect("train is required"), load_idx(dir, "t10k")?),
+        Source::Idx(dir) => {
+            let train = load_idx(dir, "train")?.ok_or_else(|| file_error(dir, "no training set in this folder"))?;
+            (train, load_idx(dir, "t10k")?)
+        }
         Source::Csv { train, test, label_col } => {
             (load_csv(train, label_col)?, test.as_deref().map(|t| load_csv(t, label_col)).transpose()?)
         }
