@@ -35,6 +35,11 @@ fn products(c: &mut Criterion) {
     c.bench_function("forward z = a·Wᵀ 128x1024x1024", |b| {
         b.iter(|| matmul(&mut z, black_box(&a), Trans::No, &w, Trans::Yes, false).unwrap())
     });
+    // the same product with the weight stored transposed, [in, out]: shows what W's layout costs
+    let w_t = filled(1024, 1024);
+    c.bench_function("forward z = a·Wt, W stored [in, out], 128x1024x1024", |b| {
+        b.iter(|| matmul(&mut z, black_box(&a), Trans::No, &w_t, Trans::No, false).unwrap())
+    });
     c.bench_function("weight grad dW = dzᵀ·a 1024x128x1024", |b| {
         b.iter(|| matmul(&mut dw, black_box(&dz), Trans::Yes, &a, Trans::No, false).unwrap())
     });
