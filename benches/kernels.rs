@@ -40,6 +40,11 @@ fn products(c: &mut Criterion) {
     c.bench_function("forward z = a·Wt, W stored [in, out], 128x1024x1024", |b| {
         b.iter(|| matmul(&mut z, black_box(&a), Trans::No, &w_t, Trans::No, false).unwrap())
     });
+    // what layer::dense computes instead: zᵀ = W·aᵀ (then a transposing bias pass)
+    let mut z_t = Matrix::zeros(1024, 128);
+    c.bench_function("forward zt = W·aᵀ 1024x1024x128", |b| {
+        b.iter(|| matmul(&mut z_t, &w, Trans::No, black_box(&a), Trans::Yes, false).unwrap())
+    });
     c.bench_function("weight grad dW = dzᵀ·a 1024x128x1024", |b| {
         b.iter(|| matmul(&mut dw, black_box(&dz), Trans::Yes, &a, Trans::No, false).unwrap())
     });

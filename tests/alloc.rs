@@ -71,17 +71,17 @@ fn a_steady_state_training_step_allocates_nothing() {
         WATCHING.with(|w| w.set(false));
         let in_steps = ALLOCATIONS.swap(0, Ordering::Relaxed);
 
-        // The same products at the same shapes, five times: forward z = ã·Wᵀ, dW = dzᵀ·ã, dã = dz·W.
+        // The same products at the same shapes, five times: forward zᵀ = W·ãᵀ, dW = dzᵀ·ã, dã = dz·W.
         let m = 32;
         let sizes = [100, 64, 48, 10];
         let mut products = Vec::new();
         for l in 0..3 {
             let (i, o) = (sizes[l], sizes[l + 1]);
             products.push((
-                Matrix::<f32>::zeros(m, o),
-                Matrix::zeros(m, i),
-                Trans::No,
+                Matrix::<f32>::zeros(o, m),
                 Matrix::zeros(o, i),
+                Trans::No,
+                Matrix::zeros(m, i),
                 Trans::Yes,
             ));
             products.push((Matrix::zeros(o, i), Matrix::zeros(m, o), Trans::Yes, Matrix::zeros(m, i), Trans::No));

@@ -32,6 +32,8 @@ pub struct Dense<T: Scalar> {
     /// Dropout on this layer's input a (keep per input unit).
     pub dropout: Dropout<T>,
     a_tilde: Matrix<T>,
+    /// zᵀ without the bias, [out, m]: the layout gemm computes fastest (see `forward`).
+    z_t: Matrix<T>,
     z: Matrix<T>,
     a: Matrix<T>,
     dz: Matrix<T>,
@@ -55,6 +57,7 @@ impl<T: Scalar> Dense<T> {
             activation,
             dropout,
             a_tilde: Matrix::zeros(0, inp),
+            z_t: Matrix::zeros(out, 0),
             z: Matrix::zeros(0, out),
             a: Matrix::zeros(0, out),
             dz: Matrix::zeros(0, out),
@@ -92,14 +95,13 @@ impl<T: Scalar> Dense<T> {
         let m = a.rows();
         // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]
         self.dropout.forward(a, &mut self.a_tilde, draw)?;
-        // z[i,j] = Σ_k w[j,k] a_tilde[i,k] + b[j]
+        // z[i,j] = Σ_k w[j,k] a_tilde[i,k] + b[j], computed as zᵀ = W·ãᵀ and transposed back while
+        // the bias is added: gemm runs W·ãᵀ about twice as fast as ã·Wᵀ at W1's shapes (1.71 against
+        // 3.93 ms for 128x1024x1024, 2 threads), and the bias pass is needed anyway.
+        self.z_t.ensure_shape(self.outputs(), m);
+        matmul(&mut self.z_t, &self.weight, Trans::No, &self.a_tilde, Trans::Yes, false)?;
         self.z.ensure_shape(m, self.outputs());
-        matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
-        for i in 0..m {
-            for (zj, &bj) in self.z.row_mut(i).iter_mut().zip(&self.bias) {
-                *zj += bj;
-            }
-        }
+        transpose_add_bias(&self.z_t, &self.bias, &mut self.z);
         // a_next[i,:] = g(z[i,:])
         self.activation.forward(&self.z, &mut self.a);
         Ok(())
@@ -134,4 +136,27 @@ impl<T: Scalar> Dense<T> {
         }
         Ok(())
     }
+}
+
+/// `z[i,j] = z_t[j,i] + b[j]`, in tiles so that both matrices are read and written a cache line at
+/// a time; tiles of rows of z run in parallel.
+fn transpose_add_bias<T: Scalar>(z_t: &Matrix<T>, bias: &[T], z: &mut Matrix<T>) {
+    use rayon::prelude::*;
+    const TILE: usize = 16;
+    let (out, m) = z_t.shape();
+    if out == 0 || m == 0 {
+        return;
+    }
+    z.as_mut_slice().par_chunks_mut(TILE * out).enumerate().for_each(|(tile, rows)| {
+        let i0 = tile * TILE;
+        let height = rows.len() / out;
+        for j0 in (0..out).step_by(TILE) {
+            for j in j0..(j0 + TILE).min(out) {
+                let src = &z_t.row(j)[i0..i0 + height];
+                for (di, &v) in src.iter().enumerate() {
+                    rows[di * out + j] = v + bias[j];
+                }
+            }
+        }
+    });
 }
