@@ -7,8 +7,12 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Matrix, Scalar};
+use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
+
+/// Elements per parallel task of the elementwise passes.
+const CHUNK: usize = 16 * 1024;
 
 /// Slope of leaky ReLU for negative inputs.
 pub const LEAKY_SLOPE: f64 = 0.01;
@@ -78,9 +82,11 @@ impl Activation {
             }
             return;
         }
-        for (y, &x) in a.as_mut_slice().iter_mut().zip(z.as_slice()) {
-            *y = self.apply(x);
-        }
+        a.as_mut_slice().par_chunks_mut(CHUNK).zip(z.as_slice().par_chunks(CHUNK)).for_each(|(a, z)| {
+            for (y, &x) in a.iter_mut().zip(z) {
+                *y = self.apply(x);
+            }
+        });
     }
 
     /// g(z) of one elementwise activation (not softmax).
@@ -178,10 +184,13 @@ impl Activation {
             return;
         }
         // Diagonal Jacobian: dz = da · g'(z).
-        let out = dz.as_mut_slice().iter_mut();
-        for (((d, &zz), &aa), &g) in out.zip(z.as_slice()).zip(a.as_slice()).zip(da.as_slice()) {
-            *d = g * self.derivative(zz, aa);
-        }
+        let (z, a, da) =
+            (z.as_slice().par_chunks(CHUNK), a.as_slice().par_chunks(CHUNK), da.as_slice().par_chunks(CHUNK));
+        dz.as_mut_slice().par_chunks_mut(CHUNK).zip(z).zip(a).zip(da).for_each(|(((dz, z), a), da)| {
+            for (((d, &zz), &aa), &g) in dz.iter_mut().zip(z).zip(a).zip(da) {
+                *d = g * self.derivative(zz, aa);
+            }
+        });
     }
 }
 

@@ -15,6 +15,7 @@ use crate::activation::Activation;
 use crate::dropout::{Dropout, MaskDraw};
 use crate::error::{shape, Result};
 use crate::tensor::{matmul, Matrix, Scalar, Trans};
+use rayon::prelude::*;
 
 /// A dense layer with dropout on its input. The workspaces (`a_tilde`, `z`, `a`, `dz`) are sized on
 /// the first batch and reused for every later batch of the same size.
@@ -120,13 +121,16 @@ impl<T: Scalar> Dense<T> {
         self.activation.backward(&self.z, &self.a, da, &mut self.dz);
         // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]
         matmul(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false)?;
-        // db[j] = Σ_i dz[i,j]
-        self.bias_grad.fill(T::ZERO);
-        for i in 0..self.dz.rows() {
-            for (g, &d) in self.bias_grad.iter_mut().zip(self.dz.row(i)) {
-                *g += d;
+        // db[j] = Σ_i dz[i,j]  (column blocks in parallel, each column summed in row order)
+        let dz = &self.dz;
+        self.bias_grad.par_chunks_mut(64).enumerate().for_each(|(block, db)| {
+            db.fill(T::ZERO);
+            for i in 0..dz.rows() {
+                for (g, &d) in db.iter_mut().zip(&dz.row(i)[block * 64..]) {
+                    *g += d;
+                }
             }
-        }
+        });
         if let Some(da_in) = da_in {
             // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]
             da_in.ensure_shape(self.dz.rows(), self.inputs());
@@ -141,7 +145,6 @@ impl<T: Scalar> Dense<T> {
 /// `z[i,j] = z_t[j,i] + b[j]`, in tiles so that both matrices are read and written a cache line at
 /// a time; tiles of rows of z run in parallel.
 fn transpose_add_bias<T: Scalar>(z_t: &Matrix<T>, bias: &[T], z: &mut Matrix<T>) {
-    use rayon::prelude::*;
     const TILE: usize = 16;
     let (out, m) = z_t.shape();
     if out == 0 || m == 0 {
