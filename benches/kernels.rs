@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
-use dropnet::optim::{update_rows, Method, Slots, StepParams};
+use dropnet::optim::{update_rows, OptimConfig, Slots};
 use dropnet::rng::Stream;
 use dropnet::{matmul, Matrix, Trans};
 use std::hint::black_box;
@@ -57,17 +57,7 @@ fn optimizer(c: &mut Criterion) {
     let mut w = vec![0.1f32; 1024 * 1024];
     let g = vec![0.01f32; 1024 * 1024];
     let mut slots = Slots::default();
-    let p = StepParams {
-        method: Method::Sgd,
-        lr: 0.01,
-        momentum: 0.9,
-        weight_decay: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        rho: 0.9,
-        eps: 1e-8,
-        t: 1,
-    };
+    let p = OptimConfig::default().step_params(0, 1); // sgd, lr 0.01, momentum 0.9
     c.bench_function("sgd momentum + max-norm, 1024x1024 weights", |b| {
         b.iter(|| update_rows(black_box(&mut w), &g, &mut slots, &p, true, 1024, Some(3.5)))
     });

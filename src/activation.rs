@@ -76,17 +76,28 @@ impl Activation {
     /// `a = g(z)`, row by row.
     pub fn forward<T: Scalar>(self, z: &Matrix<T>, a: &mut Matrix<T>) {
         a.ensure_shape(z.rows(), z.cols());
-        if self == Activation::Softmax {
-            for i in 0..z.rows() {
-                softmax_row(z.row(i), a.row_mut(i));
-            }
+        let cols = z.cols();
+        if cols == 0 {
             return;
         }
-        a.as_mut_slice().par_chunks_mut(CHUNK).zip(z.as_slice().par_chunks(CHUNK)).for_each(|(a, z)| {
+        let chunk = cols * (CHUNK / cols).max(1); // whole rows, so softmax sees complete rows
+        a.as_mut_slice()
+            .par_chunks_mut(chunk)
+            .zip(z.as_slice().par_chunks(chunk))
+            .for_each(|(a, z)| self.forward_rows(z, a, cols));
+    }
+
+    /// `a = g(z)` on whole rows of `cols` units stored one after another.
+    pub fn forward_rows<T: Scalar>(self, z: &[T], a: &mut [T], cols: usize) {
+        if self == Activation::Softmax {
+            for (z, a) in z.chunks(cols).zip(a.chunks_mut(cols)) {
+                softmax_row(z, a);
+            }
+        } else {
             for (y, &x) in a.iter_mut().zip(z) {
                 *y = self.apply(x);
             }
-        });
+        }
     }
 
     /// g(z) of one elementwise activation (not softmax).

@@ -126,6 +126,27 @@ impl OptimConfig {
         Ok(())
     }
 
+    /// The hyper-parameters of update number `t` (1-based) in epoch `epoch`: the scheduled η and μ,
+    /// with η·(1−μ) when `scale_lr_by_momentum` is set for sgd or nesterov.
+    pub fn step_params(&self, epoch: usize, t: u64) -> StepParams {
+        let momentum = self.momentum_at(epoch);
+        let mut lr = self.lr_at(epoch);
+        if self.scale_lr_by_momentum && matches!(self.method, Method::Sgd | Method::Nesterov) {
+            lr *= 1.0 - momentum;
+        }
+        StepParams {
+            method: self.method,
+            lr: lr as f32,
+            momentum: momentum as f32,
+            weight_decay: self.weight_decay as f32,
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            rho: self.rho as f32,
+            eps: self.eps as f32,
+            t,
+        }
+    }
+
     /// η of epoch e, before the (1−μ) scaling.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         self.lr_schedule.at(self.lr, epoch)
@@ -171,7 +192,7 @@ pub fn update(w: &mut [f32], g: &[f32], slots: &mut Slots, p: &StepParams, decay
     update_rows(w, g, slots, p, decay, len.max(1), None);
 }
 
-/// Update a tensor of rows of `width` values and, with `max_norm = Some(c)`, scale each row down to
+/// Update a tensor of rows of `width` values and, with `norm_limit = Some(c)`, scale each row down to
 /// length ≤ c right after its update, while it is still in cache. Chunks of whole rows run in
 /// parallel; every element's arithmetic is independent, so the result does not depend on threads.
 pub fn update_rows(
@@ -181,7 +202,7 @@ pub fn update_rows(
     p: &StepParams,
     decay: bool,
     width: usize,
-    max_norm: Option<f32>,
+    norm_limit: Option<f32>,
 ) {
     if slots.first.len() != w.len() {
         slots.first = vec![0.0; w.len()];
@@ -195,8 +216,8 @@ pub fn update_rows(
         .zip(slots.second.par_chunks_mut(chunk))
         .for_each(|(((w, g), v), s)| {
             update_chunk(w, g, v, s, p, lambda);
-            if let Some(c) = max_norm {
-                max_norm_rows(w, width, c);
+            if let Some(c) = norm_limit {
+                max_norm(w, width, c);
             }
         });
 }
@@ -255,12 +276,8 @@ fn update_chunk_portable(w: &mut [f32], g: &[f32], v: &mut [f32], s: &mut [f32],
     }
 }
 
-/// Scale each row of `w` ([out, in]) down to Euclidean length at most `c`.
-pub fn max_norm(w: &mut [f32], inputs: usize, c: f32) {
-    max_norm_rows(w, inputs, c);
-}
-
-fn max_norm_rows(w: &mut [f32], width: usize, c: f32) {
+/// Scale each row of `w` (rows of `width` values: [out, in]) down to Euclidean length at most `c`.
+pub fn max_norm(w: &mut [f32], width: usize, c: f32) {
     for row in w.chunks_mut(width) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > c {
@@ -288,24 +305,8 @@ impl Optimizer {
 
     /// Apply one update to every parameter of `net` from its current gradients, in epoch `epoch`.
     pub fn step(&mut self, net: &mut Network<f32>, epoch: usize) {
-        let c = &self.config;
         self.t += 1;
-        let momentum = c.momentum_at(epoch);
-        let mut lr = c.lr_at(epoch);
-        if c.scale_lr_by_momentum && matches!(c.method, Method::Sgd | Method::Nesterov) {
-            lr *= 1.0 - momentum;
-        }
-        let p = StepParams {
-            method: c.method,
-            lr: lr as f32,
-            momentum: momentum as f32,
-            weight_decay: c.weight_decay as f32,
-            beta1: c.beta1 as f32,
-            beta2: c.beta2 as f32,
-            rho: c.rho as f32,
-            eps: c.eps as f32,
-            t: self.t,
-        };
+        let p = self.config.step_params(epoch, self.t);
         let layers = net.layers_mut();
         self.slots.resize_with(2 * layers.len(), Slots::default);
         for (l, layer) in layers.iter_mut().enumerate() {
@@ -321,18 +322,9 @@ impl Optimizer {
 mod tests {
     use super::*;
 
+    /// lr 0.1, momentum 0.9, β1 0.9, β2 0.999, ρ 0.9, ε 1e-8 (the defaults but for lr).
     fn params(method: Method) -> StepParams {
-        StepParams {
-            method,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            rho: 0.9,
-            eps: 1e-8,
-            t: 1,
-        }
+        OptimConfig { method, lr: 0.1, ..OptimConfig::default() }.step_params(0, 1)
     }
 
     /// Run `method` on one weight w0 = 1 with the given gradients; return the weights after each step.

@@ -315,8 +315,9 @@ pub fn matmul<T: Scalar>(
         }
         return Ok(());
     }
-    // Small products (W1's 1024 -> 10 layer) run faster on one thread than split (measured with
-    // `dropnet bench --workload w3`: 128x1024x10 at 63 GFLOP/s on 1 thread, 24 on 2).
+    // Small products (W1's 1024 -> 10 layer) run faster on one thread than split: before this
+    // threshold, `dropnet bench --workload w3` measured 128x1024x10 at 63 GFLOP/s with
+    // `--threads 1` and 24 with `--threads 2`.
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
         gemm::Parallelism::Rayon(threads)

@@ -97,14 +97,15 @@ impl<T: Scalar> Dense<T> {
         // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]
         self.dropout.forward(a, &mut self.a_tilde, draw)?;
         // z[i,j] = Σ_k w[j,k] a_tilde[i,k] + b[j], computed as zᵀ = W·ãᵀ and transposed back while
-        // the bias is added: gemm runs W·ãᵀ about twice as fast as ã·Wᵀ at W1's shapes (1.71 against
-        // 3.93 ms for 128x1024x1024, 2 threads), and the bias pass is needed anyway.
+        // the bias is added: gemm runs W·ãᵀ about twice as fast as ã·Wᵀ at W1's shapes (1.95 against
+        // 3.98 ms for 128x1024x1024, 2 threads: `cargo bench --bench kernels -- forward`), and the
+        // bias pass is needed anyway.
         self.z_t.ensure_shape(self.outputs(), m);
         matmul(&mut self.z_t, &self.weight, Trans::No, &self.a_tilde, Trans::Yes, false)?;
         self.z.ensure_shape(m, self.outputs());
-        transpose_add_bias(&self.z_t, &self.bias, &mut self.z);
-        // a_next[i,:] = g(z[i,:])
-        self.activation.forward(&self.z, &mut self.a);
+        // a_next[i,:] = g(z[i,:]), in the same pass, while the rows are in cache
+        self.a.ensure_shape(m, self.outputs());
+        transpose_bias_activate(&self.z_t, &self.bias, self.activation, &mut self.z, &mut self.a);
         Ok(())
     }
 
@@ -142,24 +143,29 @@ impl<T: Scalar> Dense<T> {
     }
 }
 
-/// `z[i,j] = z_t[j,i] + b[j]`, in tiles so that both matrices are read and written a cache line at
-/// a time; tiles of rows of z run in parallel.
-fn transpose_add_bias<T: Scalar>(z_t: &Matrix<T>, bias: &[T], z: &mut Matrix<T>) {
+/// `z[i,j] = z_t[j,i] + b[j]` and `a[i,:] = g(z[i,:])`, 16 rows of z at a time (rows in parallel):
+/// each row of z_t is read 16 values at a time, and the activation runs on rows just written.
+fn transpose_bias_activate<T: Scalar>(
+    z_t: &Matrix<T>,
+    bias: &[T],
+    activation: Activation,
+    z: &mut Matrix<T>,
+    a: &mut Matrix<T>,
+) {
     const TILE: usize = 16;
     let (out, m) = z_t.shape();
     if out == 0 || m == 0 {
         return;
     }
-    z.as_mut_slice().par_chunks_mut(TILE * out).enumerate().for_each(|(tile, rows)| {
+    let tiles = z.as_mut_slice().par_chunks_mut(TILE * out).zip(a.as_mut_slice().par_chunks_mut(TILE * out));
+    tiles.enumerate().for_each(|(tile, (z_rows, a_rows))| {
         let i0 = tile * TILE;
-        let height = rows.len() / out;
-        for j0 in (0..out).step_by(TILE) {
-            for j in j0..(j0 + TILE).min(out) {
-                let src = &z_t.row(j)[i0..i0 + height];
-                for (di, &v) in src.iter().enumerate() {
-                    rows[di * out + j] = v + bias[j];
-                }
+        let height = z_rows.len() / out;
+        for (j, &b) in bias.iter().enumerate() {
+            for (di, &v) in z_t.row(j)[i0..i0 + height].iter().enumerate() {
+                z_rows[di * out + j] = v + b;
             }
         }
+        activation.forward_rows(z_rows, a_rows, out);
     });
 }
