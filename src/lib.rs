@@ -6,6 +6,7 @@ pub mod data;
 pub mod dropout;
 pub mod error;
 pub mod eval;
+pub mod gemm;
 pub mod gradcheck;
 pub mod io;
 pub mod layer;

@@ -2,8 +2,8 @@
 //!
 //! A [`Matrix`] is dense, row-major and batch-major: row `i` is example `i` of a mini-batch, column
 //! `k` is unit `k`. Its storage is 64-byte aligned so that AVX-512 loads never straddle a cache line.
-//! The product goes through the `gemm` crate; a transposed operand is the same buffer read with
-//! swapped strides, so `dzᵀ·ã` and `dz·W` in backward cost no copy.
+//! The product is dropnet's own ([`crate::gemm`]); a transposed operand is the same buffer read
+//! with swapped strides, so `dzᵀ·ã` and `dz·W` in backward cost no copy outside the packing.
 
 use crate::error::{shape, Result};
 use std::alloc::{self, Layout};
@@ -28,6 +28,7 @@ pub trait Scalar:
     + AddAssign
     + SubAssign
     + MulAssign
+    + crate::gemm::Gemm
 {
     const ZERO: Self;
     const ONE: Self;
@@ -286,13 +287,11 @@ fn operand<T: Scalar>(m: &Matrix<T>, t: Trans) -> (usize, usize, isize, isize) {
     }
 }
 
-/// Products with fewer multiply-adds than this run on one thread.
-const PARALLEL_MIN_MACS: usize = 1 << 22;
-
 /// `c = op(a)·op(b)`, or `c += op(a)·op(b)` when `accumulate` is true.
 ///
 /// Runs on the current rayon pool with all of its threads (the `--threads` knob sizes that pool),
-/// and single-threaded when the pool has one thread or the product is small.
+/// and single-threaded when the pool has one thread or the product is small. The result does not
+/// depend on the number of threads, bit for bit (see [`crate::gemm`]).
 pub fn matmul<T: Scalar>(
     c: &mut Matrix<T>,
     a: &Matrix<T>,
@@ -306,49 +305,25 @@ pub fn matmul<T: Scalar>(
     if k != kb || c.rows != m || c.cols != n {
         return Err(shape("matmul", format!("op(a) is {m}x{k}, op(b) is {kb}x{n}, c is {}x{}", c.rows, c.cols)));
     }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
     if k == 0 {
         if !accumulate {
             c.as_mut_slice().fill(T::ZERO);
         }
         return Ok(());
     }
-    // Small products (W1's 1024 -> 10 layer) run faster on one thread than split: before this
-    // threshold, `dropnet bench --workload w3` measured 128x1024x10 at 63 GFLOP/s with
-    // `--threads 1` and 24 with `--threads 2`.
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
+    let product = crate::gemm::Product {
+        m,
+        n,
+        k,
+        a: crate::gemm::Operand { ptr: a.as_slice().as_ptr(), rs: a_rs, cs: a_cs },
+        b: crate::gemm::Operand { ptr: b.as_slice().as_ptr(), rs: b_rs, cs: b_cs },
+        c: c.as_mut_slice().as_mut_ptr(),
+        ldc: n,
+        accumulate,
     };
-    // SAFETY: the shapes were checked above, so every index gemm forms from (m, n, k) and the
-    // strides lies inside the three buffers; c does not alias a or b (&mut vs &).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_slice().as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_slice().as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_slice().as_ptr(),
-            b_cs,
-            b_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // SAFETY: the shapes were checked above, so every element the product addresses through
+    // (m, n, k) and the strides lies inside the three buffers; c does not alias a or b (&mut vs &).
+    unsafe { crate::gemm::run(&product) };
     Ok(())
 }
 

@@ -1,12 +1,12 @@
-//! A steady-state training step allocates nothing of its own: a counting global allocator watches
-//! the steps after the first few, run on a one-thread pool so that only the step's own work is
-//! seen. The `gemm` crate (0.19) allocates its packing buffers inside every product it computes;
-//! those are counted separately, by running the step's 8 products alone, and subtracted.
+//! A steady-state training step allocates nothing: a counting global allocator watches the steps
+//! after the first few, run on a one-thread pool so that the pool's own bookkeeping is not seen.
+//! The products' packing buffers are per-thread workspaces that grow during the first steps and
+//! are reused after that (`dropnet::gemm`).
 
 use dropnet::data::Dataset;
 use dropnet::optim::{OptimConfig, Optimizer};
 use dropnet::train::{train_step, StepBuffers};
-use dropnet::{matmul, Activation, Architecture, Loss, Matrix, Network, Scaling, Trans};
+use dropnet::{Activation, Architecture, Loss, Matrix, Network, Scaling};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,33 +70,13 @@ fn a_steady_state_training_step_allocates_nothing() {
         }
         WATCHING.with(|w| w.set(false));
         let in_steps = ALLOCATIONS.swap(0, Ordering::Relaxed);
+        assert_eq!(in_steps, 0, "5 steady-state steps allocated {in_steps} times");
 
-        // The same products at the same shapes, five times: forward zᵀ = W·ãᵀ, dW = dzᵀ·ã, dã = dz·W.
-        let m = 32;
-        let sizes = [100, 64, 48, 10];
-        let mut products = Vec::new();
-        for l in 0..3 {
-            let (i, o) = (sizes[l], sizes[l + 1]);
-            products.push((
-                Matrix::<f32>::zeros(o, m),
-                Matrix::zeros(o, i),
-                Trans::No,
-                Matrix::zeros(m, i),
-                Trans::Yes,
-            ));
-            products.push((Matrix::zeros(o, i), Matrix::zeros(m, o), Trans::Yes, Matrix::zeros(m, i), Trans::No));
-            if l > 0 {
-                products.push((Matrix::zeros(m, i), Matrix::zeros(m, o), Trans::No, Matrix::zeros(o, i), Trans::No));
-            }
-        }
+        // The counter does see an allocation made on this thread while watching.
         WATCHING.with(|w| w.set(true));
-        for _ in 0..5 {
-            for (c, a, ta, b, tb) in products.iter_mut() {
-                matmul(c, a, *ta, b, *tb, false).unwrap();
-            }
-        }
+        let probe = std::hint::black_box(Vec::<u8>::with_capacity(16));
         WATCHING.with(|w| w.set(false));
-        let in_gemm = ALLOCATIONS.swap(0, Ordering::Relaxed);
-        assert_eq!(in_steps, in_gemm, "5 steps allocated {in_steps} times, their products alone {in_gemm}");
+        drop(probe);
+        assert_eq!(ALLOCATIONS.swap(0, Ordering::Relaxed), 1);
     });
 }

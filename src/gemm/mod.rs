@@ -1,0 +1,458 @@
+//! The matrix product `C = op(A)·op(B)` (or `C += …`), blocked and packed as in the BLIS papers.
+//!
+//! Why dropnet has its own: a training step must not allocate, and a general-purpose crate allocates
+//! its packing buffers in every call. Here they live in a per-thread [`Workspace`] that grows to the
+//! largest block once and is reused after that. Owning the product also fixes two properties the
+//! rest of dropnet relies on: every element of C is computed by one thread, with the same blocking
+//! whatever the thread count, so results are bit-identical on 1 and 2 threads; and every tile is
+//! summed from zero before C is touched, so edge tiles round exactly like full ones.
+//!
+//! The loops, outermost first (`NC`, `KC`, `MC` are block sizes in elements):
+//!
+//! ```text
+//! for jc in 0..n step NC                 columns of B and C
+//!   for pc in 0..k step KC               depth
+//!     pack B[pc.., jc..] into NR-wide panels           (kc × nc, streamed from L2/L3)
+//!     for ic in 0..m step MC             rows of A and C
+//!       pack A[ic.., pc..] into MR-tall panels         (mc × kc)
+//!       for each MR panel of A           (one panel, kc·MR values, stays in L1)
+//!         for each NR panel of B
+//!           micro-kernel: the MR × NR tile of C += A panel · B panel
+//! ```
+//!
+//! A packed A panel holds `a[r, p]` at `p·MR + r`, a packed B panel `b[p, j]` at `p·NR + j`; rows
+//! and columns beyond the matrix are packed as zeros, so the kernel always computes a full tile.
+//! Transposed operands are read through their strides while packing, so no operand is ever copied
+//! outside the packing buffers.
+
+mod kernel;
+
+use crate::tensor::Scalar;
+use kernel::MicroKernel;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Depth of a block: one A panel is `KC·MR` values (8 KiB for f32 on AVX-512), well inside L1.
+const KC: usize = 256;
+/// Rows of A packed at once (`MC·KC` values: 256 KiB for f32, inside L2).
+const MC: usize = 256;
+/// Columns of B packed at once (`KC·NC` values: 2 MiB for f32, inside L3).
+const NC: usize = 2048;
+/// Products with fewer multiply-adds than this run on one thread: splitting W1's 1024 → 10 layer
+/// costs more in hand-over than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 22;
+
+/// One operand as the product reads it: element (r, c) of op(X) is at `ptr + r·rs + c·cs`.
+#[derive(Clone, Copy)]
+pub struct Operand<T> {
+    pub ptr: *const T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// `c[i·ldc + j] (+)= Σ_p a(i, p)·b(p, j)` for i < m, j < n, p < k.
+#[derive(Clone, Copy)]
+pub struct Product<T> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Operand<T>,
+    pub b: Operand<T>,
+    pub c: *mut T,
+    pub ldc: usize,
+    pub accumulate: bool,
+}
+
+// SAFETY: a Product is a description of disjoint work handed to threads by `run`, which gives each
+// thread a block of C no other thread writes; A and B are only read.
+unsafe impl<T: Send> Send for Product<T> {}
+unsafe impl<T: Sync> Sync for Product<T> {}
+
+/// The element types with a product: each picks its micro-kernel.
+pub trait Gemm: Sized {
+    /// Computes `p` on the current thread.
+    ///
+    /// # Safety
+    /// Every address `p` describes must be valid, and C must not overlap A or B.
+    #[doc(hidden)]
+    unsafe fn product_on_this_thread(p: &Product<Self>);
+}
+
+impl Gemm for f32 {
+    unsafe fn product_on_this_thread(p: &Product<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if kernel::has_avx512() {
+                return unsafe { blocked::<f32, kernel::Avx512>(p) };
+            }
+            if kernel::has_avx2_fma() {
+                return unsafe { blocked::<f32, kernel::Avx2>(p) };
+            }
+        }
+        unsafe { blocked::<f32, kernel::Portable>(p) }
+    }
+}
+
+impl Gemm for f64 {
+    unsafe fn product_on_this_thread(p: &Product<f64>) {
+        unsafe { blocked::<f64, kernel::Portable>(p) }
+    }
+}
+
+/// Computes `p` on the current rayon pool: large products are split into one block of C per thread.
+///
+/// # Safety
+/// As [`Gemm::product_on_this_thread`].
+pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if threads == 1 || p.m * p.n * p.k < PARALLEL_MIN_MACS {
+        return unsafe { T::product_on_this_thread(p) };
+    }
+    // Split the longer side of C at a multiple of 32, so that the AVX-512 kernel (8 x 32 tiles) has
+    // no partial tile at the seam. The split never changes a result: each element of C is the same
+    // chain of multiply-adds over the depth wherever its tile lies.
+    let split_rows = p.m > p.n;
+    let side = if split_rows { p.m } else { p.n };
+    let step = side.div_ceil(threads).next_multiple_of(32);
+    (0..side.div_ceil(step)).into_par_iter().for_each(|t| {
+        let (start, len) = (t * step, step.min(side - t * step));
+        let mut part = *p;
+        if split_rows {
+            part.m = len;
+            part.a.ptr = p.a.ptr.wrapping_offset(start as isize * p.a.rs);
+            part.c = p.c.wrapping_add(start * p.ldc);
+        } else {
+            part.n = len;
+            part.b.ptr = p.b.ptr.wrapping_offset(start as isize * p.b.cs);
+            part.c = p.c.wrapping_add(start);
+        }
+        // SAFETY: `part` is p restricted to rows (or columns) start..start+len of C, which no
+        // other iteration touches.
+        unsafe { T::product_on_this_thread(&part) }
+    });
+}
+
+/// Packing buffers of one thread, in cache lines so that every panel starts 64-byte aligned.
+#[derive(Default)]
+struct Workspace {
+    a: Vec<CacheLine>,
+    b: Vec<CacheLine>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct CacheLine([u8; 64]);
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// A pointer to `len` values of T in `lines`, grown (the only allocation here) when too short.
+fn reserve<T>(lines: &mut Vec<CacheLine>, len: usize) -> *mut T {
+    let needed = (len * std::mem::size_of::<T>()).div_ceil(64);
+    if lines.len() < needed {
+        lines.resize(needed, CacheLine([0; 64]));
+    }
+    lines.as_mut_ptr() as *mut T
+}
+
+/// The blocked loops of the module comment, with kernel K, on the current thread.
+///
+/// # Safety
+/// As [`Gemm::product_on_this_thread`].
+unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>) {
+    WORKSPACE.with(|cell| {
+        // A product never calls back into rayon while it holds the workspace, so the borrow cannot
+        // be re-entered from this thread; if it somehow were, a fresh workspace keeps it correct.
+        let mut fresh = Workspace::default();
+        let mut borrowed = cell.try_borrow_mut();
+        let ws = match borrowed.as_mut() {
+            Ok(ws) => &mut **ws,
+            Err(_) => &mut fresh,
+        };
+        let kc_max = KC.min(p.k);
+        let packed_b = reserve::<T>(&mut ws.b, kc_max * NC.min(p.n).next_multiple_of(K::NR));
+        let packed_a = reserve::<T>(&mut ws.a, MC.min(p.m).next_multiple_of(K::MR) * kc_max);
+        for jc in (0..p.n).step_by(NC) {
+            let nc = NC.min(p.n - jc);
+            for pc in (0..p.k).step_by(KC) {
+                let kc = KC.min(p.k - pc);
+                // SAFETY: the caller guarantees the operands; the buffers were reserved above for
+                // the largest block.
+                unsafe { pack_b::<T, K>(packed_b, p.b, pc, kc, jc, nc) };
+                // The first block of depth writes C (or adds to it when the caller asked), later
+                // ones add to it.
+                let accumulate = p.accumulate || pc > 0;
+                for ic in (0..p.m).step_by(MC) {
+                    let mc = MC.min(p.m - ic);
+                    unsafe {
+                        pack_a::<T, K>(packed_a, p.a, ic, mc, pc, kc);
+                        tiles::<T, K>(p, packed_a, packed_b, (ic, mc), (jc, nc), kc, accumulate);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Runs the micro-kernel over every MR × NR tile of the block rows `ic..ic+mc`, columns `jc..jc+nc`.
+unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
+    p: &Product<T>,
+    packed_a: *const T,
+    packed_b: *const T,
+    (ic, mc): (usize, usize),
+    (jc, nc): (usize, usize),
+    kc: usize,
+    accumulate: bool,
+) {
+    let mut edge = [T::ZERO; kernel::MAX_TILE];
+    for ir in (0..mc).step_by(K::MR) {
+        let rows = K::MR.min(mc - ir);
+        let a_panel = unsafe { packed_a.add(ir * kc) };
+        for jr in (0..nc).step_by(K::NR) {
+            let cols = K::NR.min(nc - jr);
+            let b_panel = unsafe { packed_b.add(jr * kc) };
+            let c_tile = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
+            unsafe {
+                if rows == K::MR && cols == K::NR {
+                    K::tile(kc, a_panel, b_panel, c_tile, p.ldc, accumulate);
+                } else {
+                    // A tile over the edge of C: computed into `edge` (same arithmetic: a sum from
+                    // zero, then stored), and only its valid part copied.
+                    K::tile(kc, a_panel, b_panel, edge.as_mut_ptr(), K::NR, false);
+                    for r in 0..rows {
+                        for j in 0..cols {
+                            let c = c_tile.add(r * p.ldc + j);
+                            let sum = edge[r * K::NR + j];
+                            *c = if accumulate { *c + sum } else { sum };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `ic..ic+mc`, depth `pc..pc+kc` of op(A) into MR-tall panels, zero-padded to a
+/// multiple of MR rows: value (r, p) of panel q goes to `q·kc·MR + p·MR + r`.
+unsafe fn pack_a<T: Scalar, K: MicroKernel<T>>(dst: *mut T, a: Operand<T>, ic: usize, mc: usize, pc: usize, kc: usize) {
+    for (q, i0) in (0..mc).step_by(K::MR).enumerate() {
+        let rows = K::MR.min(mc - i0);
+        // SAFETY: the workspace holds ⌈mc/MR⌉ panels of kc·MR values.
+        let panel = unsafe { std::slice::from_raw_parts_mut(dst.add(q * kc * K::MR), kc * K::MR) };
+        let origin = a.ptr.wrapping_offset((ic + i0) as isize * a.rs + pc as isize * a.cs);
+        // SAFETY: (ic+i0+r, pc+p) lies inside op(A) for r < rows, p < kc.
+        unsafe { K::pack(panel, K::MR, origin, (a.rs, a.cs), rows, kc) };
+    }
+}
+
+/// Packs depth `pc..pc+kc`, columns `jc..jc+nc` of op(B) into NR-wide panels, zero-padded to a
+/// multiple of NR columns: value (p, j) of panel q goes to `q·kc·NR + p·NR + j`.
+unsafe fn pack_b<T: Scalar, K: MicroKernel<T>>(dst: *mut T, b: Operand<T>, pc: usize, kc: usize, jc: usize, nc: usize) {
+    for (q, j0) in (0..nc).step_by(K::NR).enumerate() {
+        let cols = K::NR.min(nc - j0);
+        // SAFETY: the workspace holds ⌈nc/NR⌉ panels of kc·NR values.
+        let panel = unsafe { std::slice::from_raw_parts_mut(dst.add(q * kc * K::NR), kc * K::NR) };
+        let origin = b.ptr.wrapping_offset(pc as isize * b.rs + (jc + j0) as isize * b.cs);
+        // SAFETY: (pc+p, jc+j0+j) lies inside op(B) for p < kc, j < cols.
+        unsafe { K::pack(panel, K::NR, origin, (b.cs, b.rs), cols, kc) };
+    }
+}
+
+/// The packing of both operands: `panel[p·width + w] = x(w, p)` for w < used (zero for
+/// used ≤ w < width) and p < depth, where `x(w, p)` is at `origin + w·w_stride + p·p_stride`.
+///
+/// The common layouts take fast paths: `w_stride == 1` copies runs of `used` values (rows of B,
+/// columns of a transposed A), `p_stride == 1` transposes blocks of 8 so that both the reads and
+/// the writes stay sequential.
+pub(super) unsafe fn gather<T: Scalar>(
+    panel: &mut [T],
+    width: usize,
+    origin: *const T,
+    (w_stride, p_stride): (isize, isize),
+    used: usize,
+    depth: usize,
+) {
+    // SAFETY (all reads below): the caller guarantees x(w, p) is readable for w < used, p < depth.
+    let at = |w: usize, p: usize| unsafe { *origin.offset(w as isize * w_stride + p as isize * p_stride) };
+    if w_stride == 1 {
+        for (p, dst) in panel.chunks_exact_mut(width).enumerate() {
+            let src = unsafe { std::slice::from_raw_parts(origin.offset(p as isize * p_stride), used) };
+            dst[..used].copy_from_slice(src);
+            dst[used..].fill(T::ZERO);
+        }
+        return;
+    }
+    if p_stride == 1 {
+        const B: usize = 8;
+        let full_w = used / B * B;
+        let full_p = depth / B * B;
+        for w0 in (0..full_w).step_by(B) {
+            let rows: [&[T]; B] = std::array::from_fn(|r| unsafe {
+                std::slice::from_raw_parts(origin.offset((w0 + r) as isize * w_stride), depth)
+            });
+            for p0 in (0..full_p).step_by(B) {
+                // an 8 x 8 block: read 8 runs of 8, write 8 runs of 8
+                let block: [[T; B]; B] = std::array::from_fn(|r| std::array::from_fn(|c| rows[r][p0 + c]));
+                for c in 0..B {
+                    let dst = &mut panel[(p0 + c) * width + w0..(p0 + c) * width + w0 + B];
+                    for r in 0..B {
+                        dst[r] = block[r][c];
+                    }
+                }
+            }
+            for p in full_p..depth {
+                for r in 0..B {
+                    panel[p * width + w0 + r] = rows[r][p];
+                }
+            }
+        }
+        for w in full_w..used {
+            for p in 0..depth {
+                panel[p * width + w] = at(w, p);
+            }
+        }
+    } else {
+        for p in 0..depth {
+            for w in 0..used {
+                panel[p * width + w] = at(w, p);
+            }
+        }
+    }
+    if used < width {
+        for dst in panel.chunks_exact_mut(width) {
+            dst[used..].fill(T::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// x(i, j) for a matrix stored with the given strides, values small integers divided by 8 so
+    /// that every product and partial sum below is exact in f32 (|value| ≤ 1.5, sums of ≤ 2100
+    /// terms of ≤ 2.25 stay far inside 2^24 · 2^-6).
+    fn value(i: usize, j: usize, salt: usize) -> f32 {
+        ((i * 7 + j * 13 + salt) % 25) as f32 / 8.0 - 1.5
+    }
+
+    /// Storage for op(X) of shape rows x cols, transposed or not, and its operand description.
+    fn stored(rows: usize, cols: usize, transposed: bool, salt: usize) -> (Vec<f32>, isize, isize) {
+        let mut data = vec![0.0; rows * cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                let at = if transposed { j * rows + i } else { i * cols + j };
+                data[at] = value(i, j, salt);
+            }
+        }
+        if transposed {
+            (data, 1, rows as isize)
+        } else {
+            (data, cols as isize, 1)
+        }
+    }
+
+    fn reference(m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| value(i, p, 1) as f64 * value(p, j, 2) as f64).sum();
+            }
+        }
+        c
+    }
+
+    /// Runs every shape through `compute` for all four transposes, with and without accumulation,
+    /// and checks the result against the f64 reference exactly (the values make every sum exact).
+    fn check_all(compute: impl Fn(&Product<f32>)) {
+        // edges below and above MR (8, 6, 4), NR (32, 16), KC (256), MC (256) and NC (2048)
+        let shapes = [
+            (1, 1, 1),
+            (7, 33, 5),
+            (8, 32, 16),
+            (13, 50, 257),
+            (130, 70, 300),
+            (300, 40, 33),
+            (9, 2100, 3),
+            (33, 17, 600),
+        ];
+        for (m, n, k) in shapes {
+            let expected = reference(m, n, k);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let (a, a_rs, a_cs) = stored(m, k, ta, 1);
+                let (b, b_rs, b_cs) = stored(k, n, tb, 2);
+                for accumulate in [false, true] {
+                    let mut c = vec![0.5f32; m * n];
+                    compute(&Product {
+                        m,
+                        n,
+                        k,
+                        a: Operand { ptr: a.as_ptr(), rs: a_rs, cs: a_cs },
+                        b: Operand { ptr: b.as_ptr(), rs: b_rs, cs: b_cs },
+                        c: c.as_mut_ptr(),
+                        ldc: n,
+                        accumulate,
+                    });
+                    let start = if accumulate { 0.5 } else { 0.0 };
+                    for (idx, (&got, &want)) in c.iter().zip(&expected).enumerate() {
+                        assert_eq!(got as f64, start + want, "{m}x{k}x{n} ta={ta} tb={tb} acc={accumulate} at {idx}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_kernel_is_exact_on_every_layout() {
+        check_all(|p| unsafe { blocked::<f32, kernel::Portable>(p) });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_kernel_is_exact_on_every_layout() {
+        if !kernel::has_avx2_fma() {
+            eprintln!("skipped: this CPU has no AVX2/FMA");
+            return;
+        }
+        check_all(|p| unsafe { blocked::<f32, kernel::Avx2>(p) });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernel_and_packing_are_exact_on_every_layout() {
+        if !kernel::has_avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        check_all(|p| unsafe { blocked::<f32, kernel::Avx512>(p) });
+    }
+
+    #[test]
+    fn the_threaded_product_is_exact_and_matches_one_thread_bit_for_bit() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| check_all(|p| unsafe { run(p) }));
+        // values that round: the split must not change a single bit
+        let (m, n, k) = (300, 520, 700);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 2654435761usize) % 1000) as f32 / 997.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 40503usize) % 1000) as f32 / 1009.0).collect();
+        let product = |c: &mut Vec<f32>| Product {
+            m,
+            n,
+            k,
+            a: Operand { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
+            b: Operand { ptr: b.as_ptr(), rs: n as isize, cs: 1 },
+            c: c.as_mut_ptr(),
+            ldc: n,
+            accumulate: false,
+        };
+        let mut one = vec![0.0f32; m * n];
+        let mut three = vec![0.0f32; m * n];
+        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| unsafe { run(&product(&mut one)) });
+        pool.install(|| unsafe { run(&product(&mut three)) });
+        assert!(one.iter().zip(&three).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+}
