@@ -40,7 +40,8 @@ fn products(c: &mut Criterion) {
     c.bench_function("forward z = a·Wt, W stored [in, out], 128x1024x1024", |b| {
         b.iter(|| matmul(&mut z, black_box(&a), Trans::No, &w_t, Trans::No, false).unwrap())
     });
-    // what layer::dense computes instead: zᵀ = W·aᵀ (then a transposing bias pass)
+    // the transposed orientation zᵀ = W·aᵀ (layer::dense used it while products went through the
+    // gemm crate, which ran it twice as fast as a·Wᵀ)
     let mut z_t = Matrix::zeros(1024, 128);
     c.bench_function("forward zt = W·aᵀ 1024x1024x128", |b| {
         b.iter(|| matmul(&mut z_t, &w, Trans::No, black_box(&a), Trans::Yes, false).unwrap())

@@ -133,15 +133,15 @@ fn filled(rows: usize, cols: usize) -> Matrix<f32> {
 }
 
 /// The 8 products of a W1 step, with the shapes and orientations of `layer::dense`:
-/// forward `zᵀ = W·ãᵀ`, weight gradient `dW = dzᵀ·ã`, input gradient `dã = dz·W` (layers 2 and 3).
+/// forward `z = ã·Wᵀ`, weight gradient `dW = dzᵀ·ã`, input gradient `dã = dz·W` (layers 2 and 3).
 fn w1_products() -> Vec<Product> {
     let m = W1_BATCH;
     let mut products = Vec::new();
     for l in 0..3 {
         let (n_in, n_out) = (W1_SIZES[l], W1_SIZES[l + 1]);
         let p = |c, a, ta, b, tb| Product { c, a, ta, b, tb };
-        // forward zᵀ = W·ãᵀ
-        products.push(p(Matrix::zeros(n_out, m), filled(n_out, n_in), Trans::No, filled(m, n_in), Trans::Yes));
+        // forward z = ã·Wᵀ
+        products.push(p(Matrix::zeros(m, n_out), filled(m, n_in), Trans::No, filled(n_out, n_in), Trans::Yes));
         // weight gradient dW = dzᵀ·ã
         products.push(p(Matrix::zeros(n_out, n_in), filled(m, n_out), Trans::Yes, filled(m, n_in), Trans::No));
         // input gradient dã = dz·W (not needed for the first layer)

@@ -51,9 +51,9 @@ fn w2_and_w3_report_their_fields() {
     assert_eq!(lines[0]["elements"], 1 << 25);
     let lines = json_lines(&dropnet(&dir, &["bench", "--workload", "w3", "--json"]));
     let gflops = lines[0]["gflops"].as_object().unwrap();
-    // plain products at 1024³ and at W1's shapes: forward zᵀ = W·ãᵀ (1024x784x128), dW = dzᵀ·ã
-    // (1024x128x784), the output layer's forward (10x1024x128)
-    for shape in ["1024x1024x1024", "1024x784x128", "1024x128x784", "10x1024x128"] {
+    // plain products at 1024³ and at W1's shapes: forward z = ã·Wᵀ (128x784x1024), dW = dzᵀ·ã
+    // (1024x128x784), the output layer's forward (128x1024x10)
+    for shape in ["1024x1024x1024", "128x784x1024", "1024x128x784", "128x1024x10"] {
         assert!(gflops[shape].as_f64().unwrap() > 0.0, "{shape}: {gflops:?}");
     }
 }

@@ -33,8 +33,6 @@ pub struct Dense<T: Scalar> {
     /// Dropout on this layer's input a (keep per input unit).
     pub dropout: Dropout<T>,
     a_tilde: Matrix<T>,
-    /// zᵀ without the bias, [out, m]: the layout gemm computes fastest (see `forward`).
-    z_t: Matrix<T>,
     z: Matrix<T>,
     a: Matrix<T>,
     dz: Matrix<T>,
@@ -58,7 +56,6 @@ impl<T: Scalar> Dense<T> {
             activation,
             dropout,
             a_tilde: Matrix::zeros(0, inp),
-            z_t: Matrix::zeros(out, 0),
             z: Matrix::zeros(0, out),
             a: Matrix::zeros(0, out),
             dz: Matrix::zeros(0, out),
@@ -96,16 +93,13 @@ impl<T: Scalar> Dense<T> {
         let m = a.rows();
         // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]
         self.dropout.forward(a, &mut self.a_tilde, draw)?;
-        // z[i,j] = Σ_k w[j,k] a_tilde[i,k] + b[j], computed as zᵀ = W·ãᵀ and transposed back while
-        // the bias is added: gemm runs W·ãᵀ about twice as fast as ã·Wᵀ at W1's shapes (1.95 against
-        // 3.98 ms for 128x1024x1024, 2 threads: `cargo bench --bench kernels -- forward`), and the
-        // bias pass is needed anyway.
-        self.z_t.ensure_shape(self.outputs(), m);
-        matmul(&mut self.z_t, &self.weight, Trans::No, &self.a_tilde, Trans::Yes, false)?;
+        // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below); the product reads W transposed
+        // while packing it
         self.z.ensure_shape(m, self.outputs());
-        // a_next[i,:] = g(z[i,:]), in the same pass, while the rows are in cache
+        matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
+        // z[i,j] += b[j]; a_next[i,:] = g(z[i,:]), in one pass while the rows are in cache
         self.a.ensure_shape(m, self.outputs());
-        transpose_bias_activate(&self.z_t, &self.bias, self.activation, &mut self.z, &mut self.a);
+        bias_activate(&self.bias, self.activation, &mut self.z, &mut self.a);
         Ok(())
     }
 
@@ -143,27 +137,18 @@ impl<T: Scalar> Dense<T> {
     }
 }
 
-/// `z[i,j] = z_t[j,i] + b[j]` and `a[i,:] = g(z[i,:])`, 16 rows of z at a time (rows in parallel):
-/// each row of z_t is read 16 values at a time, and the activation runs on rows just written.
-fn transpose_bias_activate<T: Scalar>(
-    z_t: &Matrix<T>,
-    bias: &[T],
-    activation: Activation,
-    z: &mut Matrix<T>,
-    a: &mut Matrix<T>,
-) {
-    const TILE: usize = 16;
-    let (out, m) = z_t.shape();
-    if out == 0 || m == 0 {
+/// `z[i,j] += b[j]` and `a[i,:] = g(z[i,:])`, blocks of 16 rows in parallel.
+fn bias_activate<T: Scalar>(bias: &[T], activation: Activation, z: &mut Matrix<T>, a: &mut Matrix<T>) {
+    const ROWS: usize = 16;
+    let out = bias.len();
+    if out == 0 || z.rows() == 0 {
         return;
     }
-    let tiles = z.as_mut_slice().par_chunks_mut(TILE * out).zip(a.as_mut_slice().par_chunks_mut(TILE * out));
-    tiles.enumerate().for_each(|(tile, (z_rows, a_rows))| {
-        let i0 = tile * TILE;
-        let height = z_rows.len() / out;
-        for (j, &b) in bias.iter().enumerate() {
-            for (di, &v) in z_t.row(j)[i0..i0 + height].iter().enumerate() {
-                z_rows[di * out + j] = v + b;
+    let blocks = z.as_mut_slice().par_chunks_mut(ROWS * out).zip(a.as_mut_slice().par_chunks_mut(ROWS * out));
+    blocks.for_each(|(z_rows, a_rows)| {
+        for z_row in z_rows.chunks_exact_mut(out) {
+            for (v, &b) in z_row.iter_mut().zip(bias) {
+                *v += b;
             }
         }
         activation.forward_rows(z_rows, a_rows, out);
