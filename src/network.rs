@@ -5,9 +5,11 @@ use crate::activation::Activation;
 use crate::dropout::{Dropout, Keep, MaskDraw, Scaling};
 use crate::error::{shape, Error, Result};
 use crate::layer::Dense;
+use crate::optim::{max_norm, update, BlockUpdate, Optimizer};
 use crate::rng::{Stream, StreamRng};
 use crate::tensor::{Matrix, Scalar};
 use std::fmt;
+use std::ops::Range;
 
 /// What a forward pass is for. Nothing else decides whether masks are drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +287,55 @@ impl<T: Scalar> Network<T> {
 }
 
 /// A table of layers, shapes, activations, keep probabilities and parameter counts.
+impl Network<f32> {
+    /// Backward pass from `d_output` with the optimizer's update of every parameter, as one step
+    /// of training: each weight matrix is updated block by block while the product computing its
+    /// gradient finishes that block (so the update reads the gradient from cache and runs in the
+    /// product's threads), after the input gradient that needs the old weights. The result is the
+    /// same, bit for bit, as [`Network::backward`] followed by [`Optimizer::step`], and the
+    /// gradients are still stored.
+    pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
+        let p = opt.begin_step(epoch, 2 * self.layers.len());
+        let norm_limit = opt.config.max_norm.map(|c| c as f32);
+        let last = self.layers.len() - 1;
+        let [mut between, mut next] = std::mem::take(&mut self.grad_between);
+        let result = (|| {
+            for l in (0..=last).rev() {
+                let (w_slots, b_slots) = match &mut opt.slots[2 * l..] {
+                    [w, b, ..] => (w, b),
+                    _ => unreachable!("begin_step made two slots per layer"),
+                };
+                let layer = &mut self.layers[l];
+                let block_update = BlockUpdate::new(w_slots, layer.weight.shape(), p, norm_limit);
+                let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32| {
+                    // SAFETY: the product gives each block of the weight gradient to one thread,
+                    // and g and w are the layer's gradient and weights.
+                    unsafe { block_update.apply(rows, cols, g, w) }
+                };
+                let input_grad = if l > 0 { Some(&mut between) } else { None };
+                let d_out = if l == last { d_output } else { &next };
+                let complete = layer.backward_then(d_out, input_grad, Some(&apply))?;
+                if let (false, Some(c)) = (complete, norm_limit) {
+                    let width = layer.inputs();
+                    max_norm(layer.weight.as_mut_slice(), width, c);
+                }
+                update(&mut layer.bias, &layer.bias_grad, b_slots, &p, false);
+                if l > 0 {
+                    std::mem::swap(&mut between, &mut next);
+                }
+            }
+            Ok(())
+        })();
+        // Put the buffers back in their original roles (as `backward` does), so that every step
+        // gives each the same shape and nothing is reallocated.
+        if last % 2 == 1 {
+            std::mem::swap(&mut between, &mut next);
+        }
+        self.grad_between = [between, next];
+        result
+    }
+}
+
 impl<T: Scalar> fmt::Display for Network<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<7} {:>12} {:<11} {:<16} {:>10}", "layer", "shape", "activation", "keep (input)", "params")?;

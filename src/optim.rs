@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::network::Network;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +172,70 @@ pub struct Slots {
     pub second: Vec<f32>,
 }
 
+impl Slots {
+    /// Zeroed slots for a tensor of `len` values, unless they already fit.
+    pub fn fit(&mut self, len: usize) {
+        if self.first.len() != len {
+            self.first = vec![0.0; len];
+            self.second = vec![0.0; len];
+        }
+    }
+}
+
+/// The update of one weight matrix (rows of `width` values) made block by block, as the product
+/// computing its gradient finishes each block (see [`crate::tensor::matmul_then`]).
+pub struct BlockUpdate {
+    v: *mut f32,
+    s: *mut f32,
+    width: usize,
+    p: StepParams,
+    norm_limit: Option<f32>,
+}
+
+// SAFETY: the pointers are used only in `apply`, whose callers hand each block to one thread.
+unsafe impl Sync for BlockUpdate {}
+
+impl BlockUpdate {
+    /// The update of a `rows × width` weight matrix with these slots (fitted to it here) by step
+    /// `p`, weight decay included, and max-norm when `norm_limit` is given.
+    pub fn new(slots: &mut Slots, (rows, width): (usize, usize), p: StepParams, norm_limit: Option<f32>) -> Self {
+        slots.fit(rows * width);
+        Self { v: slots.first.as_mut_ptr(), s: slots.second.as_mut_ptr(), width, p, norm_limit }
+    }
+
+    /// The rules of the module docs on rows `rows`, columns `cols` of the weights `w`, with the
+    /// gradient `g` (both whole matrices of the shape given to `new`). Max-norm needs whole rows: it
+    /// runs here when `cols` spans the row and returns false otherwise, leaving it to [`max_norm`].
+    ///
+    /// # Safety
+    /// `w` and `g` point to matrices of the shape given to `new`, and no other thread touches these
+    /// rows and columns of w, g or the slots during the call.
+    pub unsafe fn apply(&self, rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32) -> bool {
+        let len = cols.len();
+        for i in rows.clone() {
+            let at = i * self.width + cols.start;
+            // SAFETY: (i, cols) lies inside the matrices (the caller's contract), exclusively ours.
+            let (w, v, s, g) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(w.add(at), len),
+                    std::slice::from_raw_parts_mut(self.v.add(at), len),
+                    std::slice::from_raw_parts_mut(self.s.add(at), len),
+                    std::slice::from_raw_parts(g.add(at), len),
+                )
+            };
+            update_chunk(w, g, v, s, &self.p, self.p.weight_decay);
+        }
+        let Some(c) = self.norm_limit else { return true };
+        if len != self.width {
+            return false;
+        }
+        let whole = rows.start * self.width..rows.end * self.width;
+        // SAFETY: as above, whole rows.
+        max_norm(unsafe { std::slice::from_raw_parts_mut(w.add(whole.start), whole.len()) }, self.width, c);
+        true
+    }
+}
+
 /// The hyper-parameters of one step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepParams {
@@ -204,10 +269,7 @@ pub fn update_rows(
     width: usize,
     norm_limit: Option<f32>,
 ) {
-    if slots.first.len() != w.len() {
-        slots.first = vec![0.0; w.len()];
-        slots.second = vec![0.0; w.len()];
-    }
+    slots.fit(w.len());
     let lambda = if decay { p.weight_decay } else { 0.0 };
     let chunk = width * (16 * 1024 / width).max(1);
     w.par_chunks_mut(chunk)
@@ -303,12 +365,19 @@ impl Optimizer {
         Ok(Self { config, slots: Vec::new(), t: 0 })
     }
 
-    /// Apply one update to every parameter of `net` from its current gradients, in epoch `epoch`.
-    pub fn step(&mut self, net: &mut Network<f32>, epoch: usize) {
+    /// Starts update t + 1 of a network with `tensors` parameter tensors: its hyper-parameters.
+    pub fn begin_step(&mut self, epoch: usize, tensors: usize) -> StepParams {
         self.t += 1;
-        let p = self.config.step_params(epoch, self.t);
+        self.slots.resize_with(tensors, Slots::default);
+        self.config.step_params(epoch, self.t)
+    }
+
+    /// Apply one update to every parameter of `net` from its current gradients, in epoch `epoch`.
+    /// (Training calls [`Network::backward_and_update`] instead, which makes the same update of
+    /// each weight matrix while its gradient is being computed.)
+    pub fn step(&mut self, net: &mut Network<f32>, epoch: usize) {
+        let p = self.begin_step(epoch, 2 * net.layers().len());
         let layers = net.layers_mut();
-        self.slots.resize_with(2 * layers.len(), Slots::default);
         for (l, layer) in layers.iter_mut().enumerate() {
             let (inputs, c) = (layer.inputs(), self.config.max_norm.map(|c| c as f32));
             let weight = layer.weight.as_mut_slice();

@@ -300,6 +300,20 @@ pub fn matmul<T: Scalar>(
     tb: Trans,
     accumulate: bool,
 ) -> Result<()> {
+    matmul_then(c, a, ta, b, tb, accumulate, None)
+}
+
+/// [`matmul`], then `epilogue(rows, cols)` on each finished block of c while it is still in cache
+/// (see [`crate::gemm::Epilogue`]): how the optimizer update rides along with the weight gradient.
+pub fn matmul_then<T: Scalar>(
+    c: &mut Matrix<T>,
+    a: &Matrix<T>,
+    ta: Trans,
+    b: &Matrix<T>,
+    tb: Trans,
+    accumulate: bool,
+    epilogue: Option<crate::gemm::Epilogue<T>>,
+) -> Result<()> {
     let (m, k, a_rs, a_cs) = operand(a, ta);
     let (kb, n, b_rs, b_cs) = operand(b, tb);
     if k != kb || c.rows != m || c.cols != n {
@@ -308,6 +322,9 @@ pub fn matmul<T: Scalar>(
     if k == 0 {
         if !accumulate {
             c.as_mut_slice().fill(T::ZERO);
+        }
+        if let Some(epilogue) = epilogue {
+            epilogue(0..m, 0..n, c.as_slice().as_ptr());
         }
         return Ok(());
     }
@@ -320,10 +337,11 @@ pub fn matmul<T: Scalar>(
         c: c.as_mut_slice().as_mut_ptr(),
         ldc: n,
         accumulate,
+        origin: (0, 0),
     };
     // SAFETY: the shapes were checked above, so every element the product addresses through
     // (m, n, k) and the strides lies inside the three buffers; c does not alias a or b (&mut vs &).
-    unsafe { crate::gemm::run(&product) };
+    unsafe { crate::gemm::run(&product, epilogue) };
     Ok(())
 }
 

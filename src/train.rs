@@ -117,8 +117,7 @@ pub fn train_step(
     if !batch_loss.is_finite() {
         return Err(Error::Diverged { epoch: epoch + 1, step, loss: batch_loss });
     }
-    net.backward(&b.grad, None)?;
-    opt.step(net, epoch);
+    net.backward_and_update(&b.grad, opt, epoch)?;
     Ok((batch_loss, wrong))
 }
 

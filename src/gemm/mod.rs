@@ -31,6 +31,7 @@ use crate::tensor::Scalar;
 use kernel::MicroKernel;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Depth of a block: one A panel is `KC·MR` values (8 KiB for f32 on AVX-512), well inside L1.
 const KC: usize = 256;
@@ -61,7 +62,16 @@ pub struct Product<T> {
     pub c: *mut T,
     pub ldc: usize,
     pub accumulate: bool,
+    /// Where this product's C starts within the whole product it is part of (row, column); (0, 0)
+    /// unless `run` split the product between threads. Epilogues see whole-product coordinates.
+    pub origin: (usize, usize),
 }
+
+/// Called once for each finished block of C, with its rows and columns (whole-product
+/// coordinates) and the whole product's C (element (i, j) at `c + i·ldc + j`), right after the
+/// block's last tile was written and while it is still in cache. Blocks are disjoint, cover C
+/// exactly once, and may be handed to different threads.
+pub type Epilogue<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T) + Sync);
 
 // SAFETY: a Product is a description of disjoint work handed to threads by `run`, which gives each
 // thread a block of C no other thread writes; A and B are only read.
@@ -75,27 +85,27 @@ pub trait Gemm: Sized {
     /// # Safety
     /// Every address `p` describes must be valid, and C must not overlap A or B.
     #[doc(hidden)]
-    unsafe fn product_on_this_thread(p: &Product<Self>);
+    unsafe fn product_on_this_thread(p: &Product<Self>, epilogue: Option<Epilogue<Self>>);
 }
 
 impl Gemm for f32 {
-    unsafe fn product_on_this_thread(p: &Product<f32>) {
+    unsafe fn product_on_this_thread(p: &Product<f32>, epilogue: Option<Epilogue<f32>>) {
         #[cfg(target_arch = "x86_64")]
         {
             if kernel::has_avx512() {
-                return unsafe { blocked::<f32, kernel::Avx512>(p) };
+                return unsafe { blocked::<f32, kernel::Avx512>(p, epilogue) };
             }
             if kernel::has_avx2_fma() {
-                return unsafe { blocked::<f32, kernel::Avx2>(p) };
+                return unsafe { blocked::<f32, kernel::Avx2>(p, epilogue) };
             }
         }
-        unsafe { blocked::<f32, kernel::Portable>(p) }
+        unsafe { blocked::<f32, kernel::Portable>(p, epilogue) }
     }
 }
 
 impl Gemm for f64 {
-    unsafe fn product_on_this_thread(p: &Product<f64>) {
-        unsafe { blocked::<f64, kernel::Portable>(p) }
+    unsafe fn product_on_this_thread(p: &Product<f64>, epilogue: Option<Epilogue<f64>>) {
+        unsafe { blocked::<f64, kernel::Portable>(p, epilogue) }
     }
 }
 
@@ -103,13 +113,13 @@ impl Gemm for f64 {
 ///
 /// # Safety
 /// As [`Gemm::product_on_this_thread`].
-pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>) {
+pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
     if p.m == 0 || p.n == 0 {
         return;
     }
     let threads = rayon::current_num_threads();
     if threads == 1 || p.m * p.n * p.k < PARALLEL_MIN_MACS {
-        return unsafe { T::product_on_this_thread(p) };
+        return unsafe { T::product_on_this_thread(p, epilogue) };
     }
     // Split the longer side of C at a multiple of 32, so that the AVX-512 kernel (8 x 32 tiles) has
     // no partial tile at the seam. The split never changes a result: each element of C is the same
@@ -124,14 +134,16 @@ pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>) {
             part.m = len;
             part.a.ptr = p.a.ptr.wrapping_offset(start as isize * p.a.rs);
             part.c = p.c.wrapping_add(start * p.ldc);
+            part.origin.0 += start;
         } else {
             part.n = len;
             part.b.ptr = p.b.ptr.wrapping_offset(start as isize * p.b.cs);
             part.c = p.c.wrapping_add(start);
+            part.origin.1 += start;
         }
         // SAFETY: `part` is p restricted to rows (or columns) start..start+len of C, which no
         // other iteration touches.
-        unsafe { T::product_on_this_thread(&part) }
+        unsafe { T::product_on_this_thread(&part, epilogue) }
     });
 }
 
@@ -163,7 +175,7 @@ fn reserve<T>(lines: &mut Vec<CacheLine>, len: usize) -> *mut T {
 ///
 /// # Safety
 /// As [`Gemm::product_on_this_thread`].
-unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>) {
+unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
     WORKSPACE.with(|cell| {
         // A product never calls back into rayon while it holds the workspace, so the borrow cannot
         // be re-entered from this thread; if it somehow were, a fresh workspace keeps it correct.
@@ -200,11 +212,12 @@ unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>) {
                 // The first block of depth writes C (or adds to it when the caller asked), later
                 // ones add to it.
                 let accumulate = p.accumulate || pc > 0;
+                let finished = if pc + kc == p.k { epilogue } else { None };
                 for ic in (0..p.m).step_by(MC) {
                     let mc = MC.min(p.m - ic);
                     unsafe {
                         pack_a::<T, K>(packed_a, p.a, ic, mc, pc, kc);
-                        tiles::<T, K>(p, packed_a, &b_panels, (ic, mc), (jc, nc), kc, accumulate);
+                        tiles::<T, K>(p, packed_a, &b_panels, (ic, mc), (jc, nc), kc, accumulate, finished);
                     }
                 }
             }
@@ -232,7 +245,9 @@ impl<T> BPanels<T> {
     }
 }
 
-/// Runs the micro-kernel over every MR × NR tile of the block rows `ic..ic+mc`, columns `jc..jc+nc`.
+/// Runs the micro-kernel over every MR × NR tile of the block rows `ic..ic+mc`, columns `jc..jc+nc`,
+/// and the epilogue (on the last block of depth) on each MR-row strip as soon as it is done.
+#[allow(clippy::too_many_arguments)]
 unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
     p: &Product<T>,
     packed_a: *const T,
@@ -241,6 +256,7 @@ unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
     (jc, nc): (usize, usize),
     kc: usize,
     accumulate: bool,
+    finished: Option<Epilogue<T>>,
 ) {
     let mut edge = [T::ZERO; kernel::MAX_TILE];
     for ir in (0..mc).step_by(K::MR) {
@@ -266,6 +282,11 @@ unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
                     }
                 }
             }
+        }
+        if let Some(epilogue) = finished {
+            let (row, col) = (p.origin.0 + ic + ir, p.origin.1 + jc);
+            let whole = p.c.wrapping_sub(p.origin.0 * p.ldc + p.origin.1);
+            epilogue(row..row + rows, col..col + nc, whole);
         }
     }
 }
@@ -430,6 +451,7 @@ mod tests {
                         c: c.as_mut_ptr(),
                         ldc: n,
                         accumulate,
+                        origin: (0, 0),
                     });
                     let start = if accumulate { 0.5 } else { 0.0 };
                     for (idx, (&got, &want)) in c.iter().zip(&expected).enumerate() {
@@ -442,7 +464,7 @@ mod tests {
 
     #[test]
     fn portable_kernel_is_exact_on_every_layout() {
-        check_all(|p| unsafe { blocked::<f32, kernel::Portable>(p) });
+        check_all(|p| unsafe { blocked::<f32, kernel::Portable>(p, None) });
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -452,7 +474,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2/FMA");
             return;
         }
-        check_all(|p| unsafe { blocked::<f32, kernel::Avx2>(p) });
+        check_all(|p| unsafe { blocked::<f32, kernel::Avx2>(p, None) });
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -462,13 +484,13 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
-        check_all(|p| unsafe { blocked::<f32, kernel::Avx512>(p) });
+        check_all(|p| unsafe { blocked::<f32, kernel::Avx512>(p, None) });
     }
 
     #[test]
     fn the_threaded_product_is_exact_and_matches_one_thread_bit_for_bit() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        pool.install(|| check_all(|p| unsafe { run(p) }));
+        pool.install(|| check_all(|p| unsafe { run(p, None) }));
         // values that round: the split must not change a single bit
         let (m, n, k) = (300, 520, 700);
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 2654435761usize) % 1000) as f32 / 997.0).collect();
@@ -482,11 +504,16 @@ mod tests {
             c: c.as_mut_ptr(),
             ldc: n,
             accumulate: false,
+            origin: (0, 0),
         };
         let mut one = vec![0.0f32; m * n];
         let mut three = vec![0.0f32; m * n];
-        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| unsafe { run(&product(&mut one)) });
-        pool.install(|| unsafe { run(&product(&mut three)) });
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| unsafe { run(&product(&mut one), None) });
+        pool.install(|| unsafe { run(&product(&mut three), None) });
         assert!(one.iter().zip(&three).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }

@@ -14,8 +14,10 @@
 use crate::activation::Activation;
 use crate::dropout::{Dropout, MaskDraw};
 use crate::error::{shape, Result};
-use crate::tensor::{matmul, Matrix, Scalar, Trans};
+use crate::tensor::{matmul, matmul_then, Matrix, Scalar, Trans};
 use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A dense layer with dropout on its input. The workspaces (`a_tilde`, `z`, `a`, `dz`) are sized on
 /// the first batch and reused for every later batch of the same size.
@@ -106,6 +108,19 @@ impl<T: Scalar> Dense<T> {
     /// Backward pass from `da` = ∂J/∂a_next. Fills the parameter gradients and, when `da_in` is
     /// given, ∂J/∂a of this layer's input.
     pub fn backward(&mut self, da: &Matrix<T>, da_in: Option<&mut Matrix<T>>) -> Result<()> {
+        self.backward_then(da, da_in, None).map(|_| ())
+    }
+
+    /// [`Dense::backward`], and with `update` the optimizer's update of the weights made while
+    /// their gradient is computed, block by block as the product finishes it (the gradient is
+    /// still stored in `weight_grad`). Returns whether the update, max-norm included, is complete
+    /// (false: max-norm is still to be applied to the weights).
+    pub fn backward_then(
+        &mut self,
+        da: &Matrix<T>,
+        da_in: Option<&mut Matrix<T>>,
+        update: Option<&(dyn Fn(Range<usize>, Range<usize>, *const T, *mut T) -> bool + Sync)>,
+    ) -> Result<bool> {
         if da.shape() != self.a.shape() {
             return Err(shape(
                 "dense backward",
@@ -114,8 +129,6 @@ impl<T: Scalar> Dense<T> {
         }
         // dz[i,j] = Σ_jj da_next[i,jj] ∂a_next[i,jj]/∂z[i,j]
         self.activation.backward(&self.z, &self.a, da, &mut self.dz);
-        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]
-        matmul(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false)?;
         // db[j] = Σ_i dz[i,j]  (column blocks in parallel, each column summed in row order)
         let dz = &self.dz;
         self.bias_grad.par_chunks_mut(64).enumerate().for_each(|(block, db)| {
@@ -127,13 +140,38 @@ impl<T: Scalar> Dense<T> {
             }
         });
         if let Some(da_in) = da_in {
-            // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]
+            // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]  (before the weights are updated below)
             da_in.ensure_shape(self.dz.rows(), self.inputs());
             matmul(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false)?;
             // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]
             self.dropout.backward_in_place(da_in);
         }
-        Ok(())
+        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k], and the update of each finished block of w
+        let complete = AtomicBool::new(true);
+        let complete_ref = &complete;
+        let w = WeightsPtr(self.weight.as_mut_slice().as_mut_ptr());
+        let then = update.map(|update| {
+            move |rows: Range<usize>, cols: Range<usize>, g: *const T| {
+                if !update(rows, cols, g, w.get()) {
+                    complete_ref.store(false, Ordering::Relaxed);
+                }
+            }
+        });
+        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *const T) + Sync));
+        matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue)?;
+        Ok(complete.load(Ordering::Relaxed))
+    }
+}
+
+/// The weights as the update epilogue writes them: each block by one thread (see `backward_then`).
+#[derive(Clone, Copy)]
+struct WeightsPtr<T>(*mut T);
+// SAFETY: the product hands each block of the weight matrix to exactly one thread.
+unsafe impl<T> Send for WeightsPtr<T> {}
+unsafe impl<T> Sync for WeightsPtr<T> {}
+impl<T> WeightsPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
     }
 }
 
