@@ -119,7 +119,7 @@ impl<T: Scalar> Dense<T> {
         &mut self,
         da: &Matrix<T>,
         da_in: Option<&mut Matrix<T>>,
-        update: Option<&(dyn Fn(Range<usize>, Range<usize>, *const T, *mut T) -> bool + Sync)>,
+        update: Option<WeightUpdate<T>>,
     ) -> Result<bool> {
         if da.shape() != self.a.shape() {
             return Err(shape(
@@ -162,6 +162,11 @@ impl<T: Scalar> Dense<T> {
         Ok(complete.load(Ordering::Relaxed))
     }
 }
+
+/// An update of the weights made block by block: `update(rows, cols, g, w)` updates those rows and
+/// columns of the weights `w` from the gradient `g` (both whole matrices) and returns whether the
+/// update of those rows is complete (false when max-norm still needs whole rows).
+pub type WeightUpdate<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, *mut T) -> bool + Sync);
 
 /// The weights as the update epilogue writes them: each block by one thread (see `backward_then`).
 #[derive(Clone, Copy)]
