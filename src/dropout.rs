@@ -471,32 +471,57 @@ fn draw_and_apply<T: Scalar>(
     // Outputs larger than the last-level cache are written with non-temporal stores (they would
     // only evict the cache on their way to memory); rows must then start on 64-byte boundaries.
     let stream = std::mem::size_of_val(out.as_slice()) > STREAMING_BYTES && cols.is_multiple_of(16);
+    let per_task = rows_per_task(cols);
+    let words = mask.words_per_row;
     out.as_mut_slice()
-        .par_chunks_mut(cols)
-        .zip(x.as_slice().par_chunks(cols))
-        .zip(mask.words.par_chunks_mut(mask.words_per_row))
+        .par_chunks_mut(cols * per_task)
+        .zip(x.as_slice().par_chunks(cols * per_task))
+        .zip(mask.words.par_chunks_mut(words * per_task))
         .enumerate()
-        .with_min_len(rows_per_task(cols))
-        .for_each(|(i, ((o, xr), bits))| {
-            let ctr = counter(draw.stream, draw.layer, draw.step, draw.first_row.wrapping_add(i as u32), 0);
-            let row = RowDraw { ctr, key: philox_key, thresholds };
-            #[cfg(target_arch = "x86_64")]
-            if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
-                // SAFETY: T is f32 (checked just above), so the slices can be read as f32; the CPU
-                // has the instructions the kernel uses (checked at run time).
-                unsafe {
-                    let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
-                    let out = std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut f32, o.len());
-                    return avx512::draw_row_f32(&row, lanes, cast(scale), cast(xr), out, bits, stream);
-                }
+        .for_each(|(task, ((o, xr), bits))| {
+            let rows = o.chunks_mut(cols).zip(xr.chunks(cols)).zip(bits.chunks_mut(words));
+            for (r, ((o, xr), bits)) in rows.enumerate() {
+                let i = draw.first_row.wrapping_add((task * per_task + r) as u32);
+                let row =
+                    RowDraw { ctr: counter(draw.stream, draw.layer, draw.step, i, 0), key: philox_key, thresholds };
+                draw_row(&row, lanes, scale, xr, o, bits, stream);
             }
+            // Non-temporal stores are weakly ordered: one fence per task, before the join that
+            // hands the rows to other threads, makes them visible.
             #[cfg(target_arch = "x86_64")]
-            if has_avx512() {
-                // SAFETY: the CPU has AVX-512F/BW (checked at run time).
-                return unsafe { draw_row_avx512(&row, scale, xr, o, bits) };
+            if stream {
+                // SAFETY: SSE is part of x86_64.
+                unsafe { std::arch::x86_64::_mm_sfence() };
             }
-            draw_row_portable(&row, scale, xr, o, bits)
         });
+}
+
+/// One row of the fused pass on the fastest path this CPU has.
+fn draw_row<T: Scalar>(
+    row: &RowDraw<'_>,
+    lanes: &LaneThresholds,
+    scale: &[T],
+    xr: &[T],
+    o: &mut [T],
+    bits: &mut [u64],
+    stream: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
+        // SAFETY: T is f32 (checked just above), so the slices can be read as f32; the CPU has the
+        // instructions the kernel uses (checked at run time).
+        unsafe {
+            let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
+            let out = std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut f32, o.len());
+            return avx512::draw_row_f32(row, lanes, cast(scale), cast(xr), out, bits, stream);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F/BW (checked at run time).
+        return unsafe { draw_row_avx512(row, scale, xr, o, bits) };
+    }
+    draw_row_portable(row, scale, xr, o, bits)
 }
 
 /// The thresholds rearranged for the 16-lane kernel. Group g covers units 64g..64g+63; its 64 u32
@@ -606,14 +631,18 @@ mod avx512 {
         std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("bmi2")
     }
 
-    /// Per 32-bit lane: the high and low halves of `a · m` (m the same in every lane).
+    /// Per 32-bit lane: the high and low halves of `a · m` (m the same in every lane). The 64-bit
+    /// products of even and odd lanes come from two multiplies; one two-source permute each then
+    /// picks the high and the low halves into lane order (faster than shifts and blends: W2
+    /// forward at 1 thread, best of 6 runs, from 12.1 to 17.8 GB/s).
     #[inline(always)]
     unsafe fn mulhilo(a: __m512i, m: __m512i) -> (__m512i, __m512i) {
         let even = _mm512_mul_epu32(a, m); // 64-bit products of lanes 0, 2, 4, ...
         let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(a), m); // of lanes 1, 3, 5, ...
-        let hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
-        let lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
-        (hi, lo)
+                                                                   // index i < 16 picks dword i of `even`, 16 + i dword i of `odd`
+        let hi_index = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        let lo_index = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        (_mm512_permutex2var_epi32(even, hi_index, odd), _mm512_permutex2var_epi32(even, lo_index, odd))
     }
 
     /// Mask bits of units 64g..64g+63 of one row (bit j = unit 64g + j).
@@ -653,7 +682,7 @@ mod avx512 {
 
     /// One row: mask words from the generator, then `out = r · scale · x`. With `stream`, `out`
     /// must start on a 64-byte boundary and hold a multiple of 16 values; it is written with
-    /// non-temporal stores.
+    /// non-temporal stores, and the caller fences them (`_mm_sfence`) before other threads read.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
     pub unsafe fn draw_row_f32(
         row: &RowDraw<'_>,
@@ -684,9 +713,6 @@ mod avx512 {
                     }
                 }
             }
-        }
-        if stream {
-            _mm_sfence();
         }
         if full < bits.len() {
             let at = full * 64;
