@@ -516,4 +516,40 @@ mod tests {
         pool.install(|| unsafe { run(&product(&mut three), None) });
         assert!(one.iter().zip(&three).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
+
+    #[test]
+    fn the_epilogue_sees_every_element_once_and_final() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        // split by columns, by rows, and deeper than one block
+        for (m, n, k) in [(40, 300, 70), (300, 40, 70), (130, 2100, 300)] {
+            let expected = reference(m, n, k);
+            let (a, a_rs, a_cs) = stored(m, k, false, 1);
+            let (b, b_rs, b_cs) = stored(k, n, false, 2);
+            let mut c = vec![0.0f32; m * n];
+            let seen: Vec<std::sync::atomic::AtomicU32> = (0..m * n).map(|_| Default::default()).collect();
+            let epilogue = |rows: Range<usize>, cols: Range<usize>, whole: *const f32| {
+                for i in rows {
+                    for j in cols.clone() {
+                        // SAFETY: (i, j) is inside C, and this block is finished.
+                        let value = unsafe { *whole.add(i * n + j) };
+                        assert_eq!(value as f64, expected[i * n + j], "{m}x{k}x{n} at ({i}, {j})");
+                        seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            };
+            let product = Product {
+                m,
+                n,
+                k,
+                a: Operand { ptr: a.as_ptr(), rs: a_rs, cs: a_cs },
+                b: Operand { ptr: b.as_ptr(), rs: b_rs, cs: b_cs },
+                c: c.as_mut_ptr(),
+                ldc: n,
+                accumulate: false,
+                origin: (0, 0),
+            };
+            pool.install(|| unsafe { run(&product, Some(&epilogue)) });
+            assert!(seen.iter().all(|s| s.load(std::sync::atomic::Ordering::Relaxed) == 1), "{m}x{k}x{n}");
+        }
+    }
 }
