@@ -23,7 +23,10 @@
 //! A packed A panel holds `a[r, p]` at `p·MR + r`, a packed B panel `b[p, j]` at `p·NR + j`; rows
 //! and columns beyond the matrix are packed as zeros, so the kernel always computes a full tile.
 //! Transposed operands are read through their strides while packing, so no operand is ever copied
-//! outside the packing buffers.
+//! outside the packing buffers. Two departures from the textbook loops: a row-major B is read in
+//! place, unpacked, when A has at most MC rows (a training batch), and an optional [`Epilogue`]
+//! runs on each strip of C as soon as it is final (the optimizer update of a weight matrix rides
+//! on the product that computes its gradient).
 
 mod kernel;
 
