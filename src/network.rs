@@ -227,23 +227,35 @@ impl<T: Scalar> Network<T> {
     /// Backward pass from `d_output` = ∂J/∂output of the last forward pass. Fills every layer's
     /// parameter gradients; writes ∂J/∂x into `d_input` when it is given.
     pub fn backward(&mut self, d_output: &Matrix<T>, d_input: Option<&mut Matrix<T>>) -> Result<()> {
+        self.backward_each(d_output, d_input, |_, layer, da, da_in| layer.backward(da, da_in))
+    }
+
+    /// The layers from last to first: `layer_backward(l, layer, da, da_in)` runs layer l's
+    /// backward from `da` = ∂J/∂a_next and writes ∂J/∂a of its input into `da_in` (for layer 0,
+    /// `d_input`). ∂J/∂a flows from layer l+1 back into layer l through the two `grad_between`
+    /// buffers.
+    fn backward_each(
+        &mut self,
+        d_output: &Matrix<T>,
+        mut d_input: Option<&mut Matrix<T>>,
+        mut layer_backward: impl FnMut(usize, &mut Dense<T>, &Matrix<T>, Option<&mut Matrix<T>>) -> Result<()>,
+    ) -> Result<()> {
         let last = self.layers.len() - 1;
-        if last == 0 {
-            return self.layers[0].backward(d_output, d_input);
-        }
-        // ∂J/∂a flows from layer l+1 back into layer l through the two `grad_between` buffers.
         let [mut between, mut next] = std::mem::take(&mut self.grad_between);
         let result = (|| {
-            self.layers[last].backward(d_output, Some(&mut between))?;
-            for l in (1..last).rev() {
-                self.layers[l].backward(&between, Some(&mut next))?;
-                std::mem::swap(&mut between, &mut next);
+            for l in (0..=last).rev() {
+                let da = if l == last { d_output } else { &next };
+                let da_in = if l > 0 { Some(&mut between) } else { d_input.take() };
+                layer_backward(l, &mut self.layers[l], da, da_in)?;
+                if l > 0 {
+                    std::mem::swap(&mut between, &mut next);
+                }
             }
-            self.layers[0].backward(&between, d_input)
+            Ok(())
         })();
         // Put the buffers back in their original roles, so every step gives each the same shape
         // and nothing is reallocated.
-        if (last - 1) % 2 == 1 {
+        if last % 2 == 1 {
             std::mem::swap(&mut between, &mut next);
         }
         self.grad_between = [between, next];
@@ -297,42 +309,25 @@ impl Network<f32> {
     pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
         let p = opt.begin_step(epoch, 2 * self.layers.len());
         let norm_limit = opt.config.max_norm.map(|c| c as f32);
-        let last = self.layers.len() - 1;
-        let [mut between, mut next] = std::mem::take(&mut self.grad_between);
-        let result = (|| {
-            for l in (0..=last).rev() {
-                let (w_slots, b_slots) = match &mut opt.slots[2 * l..] {
-                    [w, b, ..] => (w, b),
-                    _ => unreachable!("begin_step made two slots per layer"),
-                };
-                let layer = &mut self.layers[l];
-                let block_update = BlockUpdate::new(w_slots, layer.weight.shape(), p, norm_limit);
-                let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32| {
-                    // SAFETY: the product gives each block of the weight gradient to one thread,
-                    // and g and w are the layer's gradient and weights.
-                    unsafe { block_update.apply(rows, cols, g, w) }
-                };
-                let input_grad = if l > 0 { Some(&mut between) } else { None };
-                let d_out = if l == last { d_output } else { &next };
-                let complete = layer.backward_then(d_out, input_grad, Some(&apply))?;
-                if let (false, Some(c)) = (complete, norm_limit) {
-                    let width = layer.inputs();
-                    max_norm(layer.weight.as_mut_slice(), width, c);
-                }
-                update(&mut layer.bias, &layer.bias_grad, b_slots, &p, false);
-                if l > 0 {
-                    std::mem::swap(&mut between, &mut next);
-                }
+        self.backward_each(d_output, None, |l, layer, da, da_in| {
+            let (w_slots, b_slots) = match &mut opt.slots[2 * l..] {
+                [w, b, ..] => (w, b),
+                _ => unreachable!("begin_step made two slots per layer"),
+            };
+            let block_update = BlockUpdate::new(w_slots, layer.weight.shape(), p, norm_limit);
+            let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32| {
+                // SAFETY: the product gives each block of the weight gradient to one thread, and
+                // g and w are the layer's gradient and weights.
+                unsafe { block_update.apply(rows, cols, g, w) }
+            };
+            let complete = layer.backward_then(da, da_in, Some(&apply))?;
+            if let (false, Some(c)) = (complete, norm_limit) {
+                let width = layer.inputs();
+                max_norm(layer.weight.as_mut_slice(), width, c);
             }
+            update(&mut layer.bias, &layer.bias_grad, b_slots, &p, false);
             Ok(())
-        })();
-        // Put the buffers back in their original roles (as `backward` does), so that every step
-        // gives each the same shape and nothing is reallocated.
-        if last % 2 == 1 {
-            std::mem::swap(&mut between, &mut next);
-        }
-        self.grad_between = [between, next];
-        result
+        })
     }
 }
 

@@ -11,11 +11,11 @@ fn bits(net: &Network<f32>) -> Vec<u32> {
     net.params().iter().flat_map(|p| p.value.iter().map(|v| v.to_bits())).collect()
 }
 
-fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
-    // 200 -> 1100 -> 40 -> 10 at batch 128: the weight-gradient products are large enough (over 4M
-    // multiply-adds) to be split between the two threads,
-    // by rows for the first layer's weight gradient (whole rows per block: max-norm inside the
-    // product) and by columns for the second's (max-norm after it).
+/// 200 -> 1100 -> 40 -> 10 at batch 128: the weight-gradient products are large enough (over 4M
+/// multiply-adds) to be split between the two threads, by rows for the first layer's weight
+/// gradient (whole rows per block: max-norm inside the product) and by columns for the second's
+/// (max-norm after it).
+fn network() -> Network<f32> {
     let arch = Architecture::mlp(
         &[200, 1100, 40, 10],
         Activation::Relu,
@@ -24,7 +24,11 @@ fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
         Scaling::Inverted,
     )
     .unwrap();
-    let mut net = Network::<f32>::new(&arch, 5).unwrap();
+    Network::<f32>::new(&arch, 5).unwrap()
+}
+
+fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
+    let mut net = network();
     let config = OptimConfig { method, lr: 0.05, weight_decay: 1e-3, max_norm: Some(0.9), ..OptimConfig::default() };
     let mut opt = Optimizer::new(config).unwrap();
     let x = Matrix::from_fn(128, 200, |i, k| ((i * 7 + k * 3) % 11) as f32 / 11.0);
@@ -49,21 +53,8 @@ fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
 fn the_fused_update_equals_backward_then_step_bit_for_bit() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     pool.install(|| {
+        let initial = bits(&network());
         for method in [Method::Sgd, Method::Nesterov, Method::Adam, Method::Rmsprop] {
-            let initial = bits(
-                &Network::<f32>::new(
-                    &Architecture::mlp(
-                        &[200, 1100, 40, 10],
-                        Activation::Relu,
-                        Activation::Identity,
-                        &[0.8, 0.5, 0.5],
-                        Scaling::Inverted,
-                    )
-                    .unwrap(),
-                    5,
-                )
-                .unwrap(),
-            );
             let (separate, separate_slots) = train_three_steps(method, false);
             let (fused, fused_slots) = train_three_steps(method, true);
             assert_ne!(separate, initial, "{method:?}: the weights moved");

@@ -175,6 +175,8 @@ struct WeightsPtr<T>(*mut T);
 unsafe impl<T> Send for WeightsPtr<T> {}
 unsafe impl<T> Sync for WeightsPtr<T> {}
 impl<T> WeightsPtr<T> {
+    /// A method rather than `.0`, so that a closure captures the whole (Sync) wrapper instead of
+    /// only its raw-pointer field.
     fn get(self) -> *mut T {
         self.0
     }
