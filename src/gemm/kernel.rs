@@ -1,7 +1,7 @@
 //! Micro-kernels: one MR × NR tile of C from one packed A panel and one packed B panel.
 //!
 //! ```text
-//! acc[r, j] = Σ_p a_panel[p·MR + r] · b_panel[p·ldb + j]    (a chain over p, from zero)
+//! acc[r, j] = Σ_p a_panel[p·MR + r] · b_panel[p·NR + j]     (a chain over p, from zero)
 //! c[r·ldc + j] = acc[r, j]            or, accumulating,   c[r·ldc + j] += acc[r, j]
 //! ```
 //!
@@ -20,11 +20,9 @@ pub(super) trait MicroKernel<T> {
     const NR: usize;
     /// The tile formula above, for a full MR × NR tile of C starting at `c` with row stride `ldc`.
     ///
-    /// The B panel is `b.0` with row stride `b.1` (NR when packed, B's own when read in place).
-    ///
     /// # Safety
     /// `a` holds kc·MR values, `b` kc rows of NR values, `c` an MR × NR tile.
-    unsafe fn tile(kc: usize, a: *const T, b: (*const T, isize), c: *mut T, ldc: usize, accumulate: bool);
+    unsafe fn tile(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool);
 
     /// Packs one panel (see [`super::gather`], whose contract this shares); kernels may override it
     /// with a vectorised version for their panel widths.
@@ -47,7 +45,7 @@ impl<T: Scalar> MicroKernel<T> for Portable {
     const MR: usize = 4;
     const NR: usize = 16;
 
-    unsafe fn tile(kc: usize, a: *const T, (b, ldb): (*const T, isize), c: *mut T, ldc: usize, accumulate: bool) {
+    unsafe fn tile(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool) {
         const MR: usize = 4;
         const NR: usize = 16;
         // SAFETY: the caller's contract.
@@ -55,7 +53,7 @@ impl<T: Scalar> MicroKernel<T> for Portable {
         let mut acc = [[T::ZERO; NR]; MR];
         for (p, a_p) in a.chunks_exact(MR).enumerate() {
             // SAFETY: row p of the B panel holds NR values.
-            let b_p = unsafe { std::slice::from_raw_parts(b.offset(p as isize * ldb), NR) };
+            let b_p = unsafe { std::slice::from_raw_parts(b.add(p * NR), NR) };
             for (acc_r, &a_rp) in acc.iter_mut().zip(a_p) {
                 for (acc_rj, &b_pj) in acc_r.iter_mut().zip(b_p) {
                     *acc_rj += a_rp * b_pj;
@@ -91,7 +89,7 @@ impl MicroKernel<f32> for Avx512 {
     const MR: usize = 8;
     const NR: usize = 32;
 
-    unsafe fn tile(kc: usize, a: *const f32, b: (*const f32, isize), c: *mut f32, ldc: usize, accumulate: bool) {
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
         // SAFETY: `Gemm for f32` picks this kernel only when the CPU has AVX-512F.
         unsafe { tile_avx512(kc, a, b, c, ldc, accumulate) }
     }
@@ -186,7 +184,7 @@ unsafe fn pack_avx512(
 unsafe fn tile_avx512(
     kc: usize,
     mut a: *const f32,
-    (mut b, ldb): (*const f32, isize),
+    mut b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -196,7 +194,7 @@ unsafe fn tile_avx512(
     // acc[2r] holds columns 0..16 of row r, acc[2r + 1] columns 16..32
     let mut acc = [_mm512_setzero_ps(); 2 * MR];
     for _ in 0..kc {
-        // SAFETY: step p reads a[p·8 .. p·8+8] and 32 values at b + p·ldb, inside the panels.
+        // SAFETY: step p reads a[p·8 .. p·8+8] and b[p·32 .. p·32+32], inside the panels.
         unsafe {
             let b_lo = _mm512_loadu_ps(b);
             let b_hi = _mm512_loadu_ps(b.add(16));
@@ -206,7 +204,7 @@ unsafe fn tile_avx512(
                 acc[2 * r + 1] = _mm512_fmadd_ps(a_r, b_hi, acc[2 * r + 1]);
             }
             a = a.add(MR);
-            b = b.offset(ldb);
+            b = b.add(32);
         }
     }
     for r in 0..MR {
@@ -233,7 +231,7 @@ impl MicroKernel<f32> for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
 
-    unsafe fn tile(kc: usize, a: *const f32, b: (*const f32, isize), c: *mut f32, ldc: usize, accumulate: bool) {
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
         // SAFETY: `Gemm for f32` picks this kernel only when the CPU has AVX2 and FMA.
         unsafe { tile_avx2(kc, a, b, c, ldc, accumulate) }
     }
@@ -244,7 +242,7 @@ impl MicroKernel<f32> for Avx2 {
 unsafe fn tile_avx2(
     kc: usize,
     mut a: *const f32,
-    (mut b, ldb): (*const f32, isize),
+    mut b: *const f32,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -263,7 +261,7 @@ unsafe fn tile_avx2(
                 acc[2 * r + 1] = _mm256_fmadd_ps(a_r, b_hi, acc[2 * r + 1]);
             }
             a = a.add(MR);
-            b = b.offset(ldb);
+            b = b.add(16);
         }
     }
     for r in 0..MR {
