@@ -298,14 +298,14 @@ impl<T: Scalar> Network<T> {
     }
 }
 
-/// A table of layers, shapes, activations, keep probabilities and parameter counts.
 impl Network<f32> {
     /// Backward pass from `d_output` with the optimizer's update of every parameter, as one step
     /// of training: each weight matrix is updated block by block while the product computing its
     /// gradient finishes that block (so the update reads the gradient from cache and runs in the
     /// product's threads), after the input gradient that needs the old weights. The result is the
-    /// same, bit for bit, as [`Network::backward`] followed by [`Optimizer::step`], and the
-    /// gradients are still stored.
+    /// same, bit for bit, as [`Network::backward`] followed by [`Optimizer::step`]. The weight
+    /// gradients exist only block by block, inside the products: `weight_grad` does not hold them
+    /// afterwards (the bias gradients are stored).
     pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
         let p = opt.begin_step(epoch, 2 * self.layers.len());
         let norm_limit = opt.config.max_norm.map(|c| c as f32);
@@ -315,10 +315,10 @@ impl Network<f32> {
                 _ => unreachable!("begin_step made two slots per layer"),
             };
             let block_update = BlockUpdate::new(w_slots, layer.weight.shape(), p, norm_limit);
-            let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32| {
+            let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, ldg: usize, w: *mut f32| {
                 // SAFETY: the product gives each block of the weight gradient to one thread, and
-                // g and w are the layer's gradient and weights.
-                unsafe { block_update.apply(rows, cols, g, w) }
+                // g and w are that block of the layer's gradient and the layer's weights.
+                unsafe { block_update.apply(rows, cols, g, ldg, w) }
             };
             let complete = layer.backward_then(da, da_in, Some(&apply))?;
             if let (false, Some(c)) = (complete, norm_limit) {
@@ -331,6 +331,7 @@ impl Network<f32> {
     }
 }
 
+/// A table of layers, shapes, activations, keep probabilities and parameter counts.
 impl<T: Scalar> fmt::Display for Network<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<7} {:>12} {:<11} {:<16} {:>10}", "layer", "shape", "activation", "keep (input)", "params")?;

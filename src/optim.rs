@@ -203,16 +203,17 @@ impl BlockUpdate {
         Self { v: slots.first.as_mut_ptr(), s: slots.second.as_mut_ptr(), width, p, norm_limit }
     }
 
-    /// The rules of the module docs on rows `rows`, columns `cols` of the weights `w`, with the
-    /// gradient `g` (both whole matrices of the shape given to `new`). Max-norm needs whole rows: it
-    /// runs here when `cols` spans the row and returns false otherwise, leaving it to [`max_norm`].
+    /// The rules of the module docs on rows `rows`, columns `cols` of the weights `w` (the whole
+    /// matrix, of the shape given to `new`), with their gradient: element (rows.start + r,
+    /// cols.start + j) at `g + r·ldg + j`. Max-norm needs whole rows: it runs here when `cols`
+    /// spans the row and returns false otherwise, leaving it to [`max_norm`].
     ///
     /// # Safety
-    /// `w` and `g` point to matrices of the shape given to `new`, and no other thread touches these
-    /// rows and columns of w, g or the slots during the call.
-    pub unsafe fn apply(&self, rows: Range<usize>, cols: Range<usize>, g: *const f32, w: *mut f32) -> bool {
+    /// `w` points to a matrix of the shape given to `new`, `g` to the block as above, and no other
+    /// thread touches these rows and columns of w, g or the slots during the call.
+    pub unsafe fn apply(&self, rows: Range<usize>, cols: Range<usize>, g: *const f32, ldg: usize, w: *mut f32) -> bool {
         let len = cols.len();
-        for i in rows.clone() {
+        for (r, i) in rows.clone().enumerate() {
             let at = i * self.width + cols.start;
             // SAFETY: (i, cols) lies inside the matrices (the caller's contract), exclusively ours.
             let (w, v, s, g) = unsafe {
@@ -220,7 +221,7 @@ impl BlockUpdate {
                     std::slice::from_raw_parts_mut(w.add(at), len),
                     std::slice::from_raw_parts_mut(self.v.add(at), len),
                     std::slice::from_raw_parts_mut(self.s.add(at), len),
-                    std::slice::from_raw_parts(g.add(at), len),
+                    std::slice::from_raw_parts(g.add(r * ldg), len),
                 )
             };
             update_chunk(w, g, v, s, &self.p, self.p.weight_decay);

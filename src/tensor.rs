@@ -300,11 +300,14 @@ pub fn matmul<T: Scalar>(
     tb: Trans,
     accumulate: bool,
 ) -> Result<()> {
-    matmul_then(c, a, ta, b, tb, accumulate, None)
+    matmul_then(c, a, ta, b, tb, accumulate, None, true)
 }
 
-/// [`matmul`], then `epilogue(rows, cols)` on each finished block of c while it is still in cache
-/// (see [`crate::gemm::Epilogue`]): how the optimizer update rides along with the weight gradient.
+/// [`matmul`], then `epilogue(rows, cols, block, ld)` on each finished block of c while it is still
+/// in cache (see [`crate::gemm::Epilogue`]): how the optimizer update rides along with the weight
+/// gradient. With `store_c` false, c is scratch: the epilogue sees the product, but c may not hold
+/// it afterwards (see [`crate::gemm::Product::store_c`]).
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_then<T: Scalar>(
     c: &mut Matrix<T>,
     a: &Matrix<T>,
@@ -313,6 +316,7 @@ pub fn matmul_then<T: Scalar>(
     tb: Trans,
     accumulate: bool,
     epilogue: Option<crate::gemm::Epilogue<T>>,
+    store_c: bool,
 ) -> Result<()> {
     let (m, k, a_rs, a_cs) = operand(a, ta);
     let (kb, n, b_rs, b_cs) = operand(b, tb);
@@ -324,7 +328,7 @@ pub fn matmul_then<T: Scalar>(
             c.as_mut_slice().fill(T::ZERO);
         }
         if let Some(epilogue) = epilogue {
-            epilogue(0..m, 0..n, c.as_slice().as_ptr());
+            epilogue(0..m, 0..n, c.as_slice().as_ptr(), n);
         }
         return Ok(());
     }
@@ -337,6 +341,7 @@ pub fn matmul_then<T: Scalar>(
         c: c.as_mut_slice().as_mut_ptr(),
         ldc: n,
         accumulate,
+        store_c,
         origin: (0, 0),
     };
     // SAFETY: the shapes were checked above, so every element the product addresses through

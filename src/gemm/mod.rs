@@ -68,16 +68,23 @@ pub struct Product<T> {
     pub c: *mut T,
     pub ldc: usize,
     pub accumulate: bool,
+    /// False: C's final values are for the epilogue only. When the whole depth fits one block
+    /// (k ≤ KC, no accumulation), each strip is then computed into a small per-thread buffer that
+    /// stays in L1, handed to the epilogue, and never written to `c`; otherwise `c` is written
+    /// as usual. The fused optimizer step uses this for the weight gradient, which it needs only
+    /// for the update.
+    pub store_c: bool,
     /// Where this product's C starts within the whole product it is part of (row, column); (0, 0)
     /// unless `run` split the product between threads. Epilogues see whole-product coordinates.
     pub origin: (usize, usize),
 }
 
-/// Called once for each finished block of C, with its rows and columns (whole-product
-/// coordinates) and the whole product's C (element (i, j) at `c + i·ldc + j`), right after the
-/// block's last tile was written and while it is still in cache. Blocks are disjoint, cover C
-/// exactly once, and may be handed to different threads.
-pub type Epilogue<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T) + Sync);
+/// Called once for each finished block of C as `epilogue(rows, cols, block, ld)`: its rows and
+/// columns (whole-product coordinates), and where its values are (element (rows.start + r,
+/// cols.start + j) at `block + r·ld + j`: in C itself, or in scratch when C is not stored), right
+/// after the block's last tile was computed and while it is still in cache. Blocks are disjoint,
+/// cover C exactly once, and may be handed to different threads.
+pub type Epilogue<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, usize) + Sync);
 
 // SAFETY: a Product is a description of disjoint work handed to threads by `run`, which gives each
 // thread a block of C no other thread writes; A and B are only read.
@@ -158,6 +165,8 @@ pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>, epilogue: Option<Epilogue<T>
 struct Workspace {
     a: Vec<CacheLine>,
     b: Vec<CacheLine>,
+    /// One MR-row strip of C when C is not stored.
+    c: Vec<CacheLine>,
 }
 
 #[derive(Clone, Copy)]
@@ -194,6 +203,8 @@ unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option
         let kc_max = KC.min(p.k);
         let packed_b = reserve::<T>(&mut ws.b, kc_max * NC.min(p.n).next_multiple_of(K::NR));
         let packed_a = reserve::<T>(&mut ws.a, MC.min(p.m).next_multiple_of(K::MR) * kc_max);
+        let strip = (!p.store_c && p.k <= KC && !p.accumulate && epilogue.is_some())
+            .then(|| reserve::<T>(&mut ws.c, K::MR * NC.min(p.n)));
         for jc in (0..p.n).step_by(NC) {
             let nc = NC.min(p.n - jc);
             for pc in (0..p.k).step_by(KC) {
@@ -209,7 +220,7 @@ unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option
                     let mc = MC.min(p.m - ic);
                     unsafe {
                         pack_a::<T, K>(packed_a, p.a, ic, mc, pc, kc);
-                        tiles::<T, K>(p, packed_a, packed_b, (ic, mc), (jc, nc), kc, accumulate, finished);
+                        tiles::<T, K>(p, packed_a, packed_b, (ic, mc), (jc, nc), kc, accumulate, finished, strip);
                     }
                 }
             }
@@ -218,7 +229,8 @@ unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option
 }
 
 /// Runs the micro-kernel over every MR × NR tile of the block rows `ic..ic+mc`, columns `jc..jc+nc`,
-/// and the epilogue (on the last block of depth) on each MR-row strip as soon as it is done.
+/// and the epilogue (on the last block of depth) on each MR-row strip as soon as it is done. With
+/// `strip`, each strip of C goes there (row stride nc) instead of into C.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
     p: &Product<T>,
@@ -229,25 +241,30 @@ unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
     kc: usize,
     accumulate: bool,
     finished: Option<Epilogue<T>>,
+    strip: Option<*mut T>,
 ) {
     let mut edge = [T::ZERO; kernel::MAX_TILE];
     for ir in (0..mc).step_by(K::MR) {
         let rows = K::MR.min(mc - ir);
         let a_panel = unsafe { packed_a.add(ir * kc) };
+        let (c_strip, ldc) = match strip {
+            Some(strip) => (strip, nc),
+            None => (p.c.wrapping_add((ic + ir) * p.ldc + jc), p.ldc),
+        };
         for jr in (0..nc).step_by(K::NR) {
             let cols = K::NR.min(nc - jr);
             let b_panel = unsafe { packed_b.add(jr * kc) };
-            let c_tile = p.c.wrapping_add((ic + ir) * p.ldc + jc + jr);
+            let c_tile = c_strip.wrapping_add(jr);
             unsafe {
                 if rows == K::MR && cols == K::NR {
-                    K::tile(kc, a_panel, b_panel, c_tile, p.ldc, accumulate);
+                    K::tile(kc, a_panel, b_panel, c_tile, ldc, accumulate);
                 } else {
                     // A tile over the edge of C: computed into `edge` (same arithmetic: a sum from
                     // zero, then stored), and only its valid part copied.
                     K::tile(kc, a_panel, b_panel, edge.as_mut_ptr(), K::NR, false);
                     for r in 0..rows {
                         for j in 0..cols {
-                            let c = c_tile.add(r * p.ldc + j);
+                            let c = c_tile.add(r * ldc + j);
                             let sum = edge[r * K::NR + j];
                             *c = if accumulate { *c + sum } else { sum };
                         }
@@ -257,8 +274,7 @@ unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
         }
         if let Some(epilogue) = finished {
             let (row, col) = (p.origin.0 + ic + ir, p.origin.1 + jc);
-            let whole = p.c.wrapping_sub(p.origin.0 * p.ldc + p.origin.1);
-            epilogue(row..row + rows, col..col + nc, whole);
+            epilogue(row..row + rows, col..col + nc, c_strip, ldc);
         }
     }
 }
@@ -423,6 +439,7 @@ mod tests {
                         c: c.as_mut_ptr(),
                         ldc: n,
                         accumulate,
+                        store_c: true,
                         origin: (0, 0),
                     });
                     let start = if accumulate { 0.5 } else { 0.0 };
@@ -476,6 +493,7 @@ mod tests {
             c: c.as_mut_ptr(),
             ldc: n,
             accumulate: false,
+            store_c: true,
             origin: (0, 0),
         };
         let mut one = vec![0.0f32; m * n];
@@ -492,36 +510,47 @@ mod tests {
     #[test]
     fn the_epilogue_sees_every_element_once_and_final() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        // split by columns, by rows, and deeper than one block
+        // split by columns, by rows, and deeper than one block; with C stored and not
         for (m, n, k) in [(40, 300, 70), (300, 40, 70), (130, 2100, 300)] {
-            let expected = reference(m, n, k);
-            let (a, a_rs, a_cs) = stored(m, k, false, 1);
-            let (b, b_rs, b_cs) = stored(k, n, false, 2);
-            let mut c = vec![0.0f32; m * n];
-            let seen: Vec<std::sync::atomic::AtomicU32> = (0..m * n).map(|_| Default::default()).collect();
-            let epilogue = |rows: Range<usize>, cols: Range<usize>, whole: *const f32| {
-                for i in rows {
-                    for j in cols.clone() {
-                        // SAFETY: (i, j) is inside C, and this block is finished.
-                        let value = unsafe { *whole.add(i * n + j) };
-                        assert_eq!(value as f64, expected[i * n + j], "{m}x{k}x{n} at ({i}, {j})");
-                        seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for store_c in [true, false] {
+                let expected = reference(m, n, k);
+                let (a, a_rs, a_cs) = stored(m, k, false, 1);
+                let (b, b_rs, b_cs) = stored(k, n, false, 2);
+                let mut c = vec![f32::NAN; m * n];
+                let seen: Vec<std::sync::atomic::AtomicU32> = (0..m * n).map(|_| Default::default()).collect();
+                let epilogue = |rows: Range<usize>, cols: Range<usize>, block: *const f32, ld: usize| {
+                    for (r, i) in rows.enumerate() {
+                        for (j_in_block, j) in cols.clone().enumerate() {
+                            // SAFETY: (r, j_in_block) is inside the finished block.
+                            let value = unsafe { *block.add(r * ld + j_in_block) };
+                            assert_eq!(value as f64, expected[i * n + j], "{m}x{k}x{n} at ({i}, {j})");
+                            seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
+                };
+                let product = Product {
+                    m,
+                    n,
+                    k,
+                    a: Operand { ptr: a.as_ptr(), rs: a_rs, cs: a_cs },
+                    b: Operand { ptr: b.as_ptr(), rs: b_rs, cs: b_cs },
+                    c: c.as_mut_ptr(),
+                    ldc: n,
+                    accumulate: false,
+                    store_c,
+                    origin: (0, 0),
+                };
+                pool.install(|| unsafe { run(&product, Some(&epilogue)) });
+                assert!(seen.iter().all(|s| s.load(std::sync::atomic::Ordering::Relaxed) == 1), "{m}x{k}x{n}");
+                // C holds the product when stored, or when the depth needs more than one block;
+                // otherwise it is never written
+                let written = store_c || k > KC;
+                let untouched = c.iter().all(|v| v.is_nan());
+                assert_eq!(untouched, !written, "{m}x{k}x{n}, store_c {store_c}");
+                if written {
+                    assert!(c.iter().zip(&expected).all(|(&v, &e)| v as f64 == e), "{m}x{k}x{n}");
                 }
-            };
-            let product = Product {
-                m,
-                n,
-                k,
-                a: Operand { ptr: a.as_ptr(), rs: a_rs, cs: a_cs },
-                b: Operand { ptr: b.as_ptr(), rs: b_rs, cs: b_cs },
-                c: c.as_mut_ptr(),
-                ldc: n,
-                accumulate: false,
-                origin: (0, 0),
-            };
-            pool.install(|| unsafe { run(&product, Some(&epilogue)) });
-            assert!(seen.iter().all(|s| s.load(std::sync::atomic::Ordering::Relaxed) == 1), "{m}x{k}x{n}");
+            }
         }
     }
 }

@@ -112,9 +112,10 @@ impl<T: Scalar> Dense<T> {
     }
 
     /// [`Dense::backward`], and with `update` the optimizer's update of the weights made while
-    /// their gradient is computed, block by block as the product finishes it (the gradient is
-    /// still stored in `weight_grad`). Returns whether the update, max-norm included, is complete
-    /// (false: max-norm is still to be applied to the weights).
+    /// their gradient is computed, block by block as the product finishes it. The weight gradient
+    /// then exists only block by block, for the update: `weight_grad` does not hold it afterwards.
+    /// Returns whether the update, max-norm included, is complete (false: max-norm is still to be
+    /// applied to the weights).
     pub fn backward_then(
         &mut self,
         da: &Matrix<T>,
@@ -151,22 +152,25 @@ impl<T: Scalar> Dense<T> {
         let complete_ref = &complete;
         let w = WeightsPtr(self.weight.as_mut_slice().as_mut_ptr());
         let then = update.map(|update| {
-            move |rows: Range<usize>, cols: Range<usize>, g: *const T| {
-                if !update(rows, cols, g, w.get()) {
+            move |rows: Range<usize>, cols: Range<usize>, g: *const T, ldg: usize| {
+                if !update(rows, cols, g, ldg, w.get()) {
                     complete_ref.store(false, Ordering::Relaxed);
                 }
             }
         });
-        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *const T) + Sync));
-        matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue)?;
+        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *const T, usize) + Sync));
+        // with an update, the gradient is needed only by it (store_c = false)
+        let store = update.is_none();
+        matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue, store)?;
         Ok(complete.load(Ordering::Relaxed))
     }
 }
 
-/// An update of the weights made block by block: `update(rows, cols, g, w)` updates those rows and
-/// columns of the weights `w` from the gradient `g` (both whole matrices) and returns whether the
-/// update of those rows is complete (false when max-norm still needs whole rows).
-pub type WeightUpdate<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, *mut T) -> bool + Sync);
+/// An update of the weights made block by block: `update(rows, cols, g, ldg, w)` updates those rows
+/// and columns of the weights `w` (the whole matrix) from their gradient (element (rows.start + r,
+/// cols.start + j) at `g + r·ldg + j`) and returns whether the update of those rows is complete
+/// (false when max-norm still needs whole rows).
+pub type WeightUpdate<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, usize, *mut T) -> bool + Sync);
 
 /// The weights as the update epilogue writes them: each block by one thread (see `backward_then`).
 #[derive(Clone, Copy)]
