@@ -681,10 +681,7 @@ mod avx512 {
     /// group run as two vectors of 8: the even blocks 0, 2, .., 14 and the odd ones 1, 3, .., 15.
     #[inline(always)]
     unsafe fn group_bits(row: &RowDraw<'_>, rounds: &Rounds, lanes: &LaneThresholds, g: usize) -> u64 {
-        let block0 = _mm512_add_epi64(
-            _mm512_set1_epi64((g * 16) as i64),
-            _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14),
-        );
+        let block0 = _mm512_add_epi64(_mm512_set1_epi64((g * 16) as i64), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14));
         let words = |c0: __m512i| {
             let rest = row.ctr[1..].iter().map(|&w| _mm512_set1_epi64(w as i64));
             let mut c = [c0; 4];
@@ -704,7 +701,7 @@ mod avx512 {
             let even_kept = _mm512_cmplt_epu32_mask(even[w], thresholds) & 0x5555;
             let odd_kept = _mm512_cmplt_epu32_mask(odd[w], _mm512_srli_epi64::<32>(thresholds)) & 0x5555;
             let kept = (even_kept | odd_kept << 1) as u64; // bit b = word w of block b
-            // unit 64g + 4b + w is word w of block b: spread the 16 bits to every fourth bit
+                                                           // unit 64g + 4b + w is word w of block b: spread the 16 bits to every fourth bit
             bits |= _pdep_u64(kept, 0x1111_1111_1111_1111 << w);
         }
         (bits | lanes.always[g]) & lanes.valid[g]

@@ -328,7 +328,7 @@ pub fn matmul_then<T: Scalar>(
             c.as_mut_slice().fill(T::ZERO);
         }
         if let Some(epilogue) = epilogue {
-            epilogue(0..m, 0..n, c.as_slice().as_ptr(), n);
+            epilogue(0..m, 0..n, c.as_mut_slice().as_mut_ptr(), n);
         }
         return Ok(());
     }

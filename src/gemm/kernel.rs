@@ -181,14 +181,7 @@ unsafe fn pack_avx512(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(
-    kc: usize,
-    mut a: *const f32,
-    mut b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
+unsafe fn tile_avx512(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     const MR: usize = 8;
     // acc[2r] holds columns 0..16 of row r, acc[2r + 1] columns 16..32
@@ -239,14 +232,7 @@ impl MicroKernel<f32> for Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(
-    kc: usize,
-    mut a: *const f32,
-    mut b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
+unsafe fn tile_avx2(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     const MR: usize = 6;
     let mut acc = [_mm256_setzero_ps(); 2 * MR];

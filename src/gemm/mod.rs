@@ -83,8 +83,9 @@ pub struct Product<T> {
 /// columns (whole-product coordinates), and where its values are (element (rows.start + r,
 /// cols.start + j) at `block + r·ld + j`: in C itself, or in scratch when C is not stored), right
 /// after the block's last tile was computed and while it is still in cache. Blocks are disjoint,
-/// cover C exactly once, and may be handed to different threads.
-pub type Epilogue<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, usize) + Sync);
+/// cover C exactly once, and may be handed to different threads; the epilogue may rewrite its
+/// block (the forward pass adds the bias there).
+pub type Epilogue<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync);
 
 // SAFETY: a Product is a description of disjoint work handed to threads by `run`, which gives each
 // thread a block of C no other thread writes; A and B are only read.
@@ -518,7 +519,7 @@ mod tests {
                 let (b, b_rs, b_cs) = stored(k, n, false, 2);
                 let mut c = vec![f32::NAN; m * n];
                 let seen: Vec<std::sync::atomic::AtomicU32> = (0..m * n).map(|_| Default::default()).collect();
-                let epilogue = |rows: Range<usize>, cols: Range<usize>, block: *const f32, ld: usize| {
+                let epilogue = |rows: Range<usize>, cols: Range<usize>, block: *mut f32, ld: usize| {
                     for (r, i) in rows.enumerate() {
                         for (j_in_block, j) in cols.clone().enumerate() {
                             // SAFETY: (r, j_in_block) is inside the finished block.

@@ -98,11 +98,33 @@ impl<T: Scalar> Dense<T> {
         // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below); the product reads W transposed
         // while packing it
         self.z.ensure_shape(m, self.outputs());
-        matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
-        // z[i,j] += b[j]; a_next[i,:] = g(z[i,:]), in one pass while the rows are in cache
         self.a.ensure_shape(m, self.outputs());
-        bias_activate(&self.bias, self.activation, &mut self.z, &mut self.a);
-        Ok(())
+        if self.activation == Activation::Softmax {
+            matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
+            // z[i,j] += b[j]; a_next[i,:] = softmax(z[i,:]), which needs whole rows
+            bias_activate(&self.bias, self.activation, &mut self.z, &mut self.a);
+            return Ok(());
+        }
+        // z[i,j] += b[j]; a_next[i,j] = g(z[i,j]), on each block of z as the product finishes it
+        let (bias, activation, width) = (&self.bias, self.activation, self.outputs());
+        let a_next = SharedMut(self.a.as_mut_slice().as_mut_ptr());
+        let epilogue = move |rows: Range<usize>, cols: Range<usize>, z: *mut T, ldz: usize| {
+            for (r, i) in rows.enumerate() {
+                // SAFETY: the product hands this block of z (row stride ldz) to this thread alone,
+                // and the same rows and columns of a_next (row stride width) go with it.
+                let (z, a) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(z.add(r * ldz), cols.len()),
+                        std::slice::from_raw_parts_mut(a_next.get().add(i * width + cols.start), cols.len()),
+                    )
+                };
+                for ((z, a), &b) in z.iter_mut().zip(a).zip(&bias[cols.clone()]) {
+                    *z += b;
+                    *a = activation.apply(*z);
+                }
+            }
+        };
+        matmul_then(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false, Some(&epilogue), true)
     }
 
     /// Backward pass from `da` = ∂J/∂a_next. Fills the parameter gradients and, when `da_in` is
@@ -150,15 +172,15 @@ impl<T: Scalar> Dense<T> {
         // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k], and the update of each finished block of w
         let complete = AtomicBool::new(true);
         let complete_ref = &complete;
-        let w = WeightsPtr(self.weight.as_mut_slice().as_mut_ptr());
+        let w = SharedMut(self.weight.as_mut_slice().as_mut_ptr());
         let then = update.map(|update| {
-            move |rows: Range<usize>, cols: Range<usize>, g: *const T, ldg: usize| {
+            move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
                 if !update(rows, cols, g, ldg, w.get()) {
                     complete_ref.store(false, Ordering::Relaxed);
                 }
             }
         });
-        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *const T, usize) + Sync));
+        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
         // with an update, the gradient is needed only by it (store_c = false)
         let store = update.is_none();
         matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue, store)?;
@@ -172,13 +194,14 @@ impl<T: Scalar> Dense<T> {
 /// (false when max-norm still needs whole rows).
 pub type WeightUpdate<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, usize, *mut T) -> bool + Sync);
 
-/// The weights as the update epilogue writes them: each block by one thread (see `backward_then`).
+/// A matrix that a product's epilogues write block by block (the weights in the fused update,
+/// a_next in the forward pass): the product hands each block to exactly one thread.
 #[derive(Clone, Copy)]
-struct WeightsPtr<T>(*mut T);
-// SAFETY: the product hands each block of the weight matrix to exactly one thread.
-unsafe impl<T> Send for WeightsPtr<T> {}
-unsafe impl<T> Sync for WeightsPtr<T> {}
-impl<T> WeightsPtr<T> {
+struct SharedMut<T>(*mut T);
+// SAFETY: each block of the matrix is written by the one thread its block of C went to.
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+impl<T> SharedMut<T> {
     /// A method rather than `.0`, so that a closure captures the whole (Sync) wrapper instead of
     /// only its raw-pointer field.
     fn get(self) -> *mut T {
@@ -186,7 +209,8 @@ impl<T> WeightsPtr<T> {
     }
 }
 
-/// `z[i,j] += b[j]` and `a[i,:] = g(z[i,:])`, blocks of 16 rows in parallel.
+/// `z[i,j] += b[j]` and `a[i,:] = g(z[i,:])`, blocks of 16 rows in parallel (for softmax, whose
+/// rows cannot be finished block by block inside the product).
 fn bias_activate<T: Scalar>(bias: &[T], activation: Activation, z: &mut Matrix<T>, a: &mut Matrix<T>) {
     const ROWS: usize = 16;
     let out = bias.len();
