@@ -118,10 +118,10 @@ impl<T: Scalar> Dense<T> {
                         std::slice::from_raw_parts_mut(a_next.get().add(i * width + cols.start), cols.len()),
                     )
                 };
-                for ((z, a), &b) in z.iter_mut().zip(a).zip(&bias[cols.clone()]) {
+                for (z, &b) in z.iter_mut().zip(&bias[cols.clone()]) {
                     *z += b;
-                    *a = activation.apply(*z);
                 }
+                activation.forward_rows(z, a, cols.len());
             }
         };
         matmul_then(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false, Some(&epilogue), true)
