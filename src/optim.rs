@@ -187,6 +187,7 @@ impl Slots {
 pub struct BlockUpdate {
     v: *mut f32,
     s: *mut f32,
+    rows: usize,
     width: usize,
     p: StepParams,
     norm_limit: Option<f32>,
@@ -200,7 +201,7 @@ impl BlockUpdate {
     /// `p`, weight decay included, and max-norm when `norm_limit` is given.
     pub fn new(slots: &mut Slots, (rows, width): (usize, usize), p: StepParams, norm_limit: Option<f32>) -> Self {
         slots.fit(rows * width);
-        Self { v: slots.first.as_mut_ptr(), s: slots.second.as_mut_ptr(), width, p, norm_limit }
+        Self { v: slots.first.as_mut_ptr(), s: slots.second.as_mut_ptr(), rows, width, p, norm_limit }
     }
 
     /// The rules of the module docs on rows `rows`, columns `cols` of the weights `w` (the whole
@@ -213,6 +214,7 @@ impl BlockUpdate {
     /// thread touches these rows and columns of w, g or the slots during the call.
     pub unsafe fn apply(&self, rows: Range<usize>, cols: Range<usize>, g: *const f32, ldg: usize, w: *mut f32) -> bool {
         let len = cols.len();
+        self.prefetch_next(&rows, &cols, w);
         for (r, i) in rows.clone().enumerate() {
             let at = i * self.width + cols.start;
             // SAFETY: (i, cols) lies inside the matrices (the caller's contract), exclusively ours.
@@ -234,6 +236,38 @@ impl BlockUpdate {
         // SAFETY: as above, whole rows.
         max_norm(unsafe { std::slice::from_raw_parts_mut(w.add(whole.start), whole.len()) }, self.width, c);
         true
+    }
+
+    /// Asks for the weights and the slots the method uses of the next strip of rows (the
+    /// product's next block in the same columns) to be brought into L2: the product computes that
+    /// block's gradient before its update needs them, so their load from memory overlaps the
+    /// arithmetic (W1 steps about 1% faster, interleaved in-process A/B).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn prefetch_next(&self, rows: &Range<usize>, cols: &Range<usize>, w: *const f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            let (first, second) = match self.p.method {
+                Method::Sgd | Method::Nesterov => (true, false),
+                Method::Adam => (true, true),
+                Method::Rmsprop => (false, true),
+            };
+            for i in rows.end..(rows.end + rows.len()).min(self.rows) {
+                for j in cols.clone().step_by(16) {
+                    let at = i * self.width + j;
+                    // SAFETY: prefetching never faults; (i, j) lies inside all three matrices.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T1>(w.add(at) as *const i8);
+                        if first {
+                            _mm_prefetch::<_MM_HINT_T1>(self.v.add(at) as *const i8);
+                        }
+                        if second {
+                            _mm_prefetch::<_MM_HINT_T1>(self.s.add(at) as *const i8);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
