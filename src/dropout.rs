@@ -700,8 +700,9 @@ mod avx512 {
             let thresholds = _mm512_loadu_si512(t.add(w * 16) as *const __m512i);
             let even_kept = _mm512_cmplt_epu32_mask(even[w], thresholds) & 0x5555;
             let odd_kept = _mm512_cmplt_epu32_mask(odd[w], _mm512_srli_epi64::<32>(thresholds)) & 0x5555;
-            let kept = (even_kept | odd_kept << 1) as u64; // bit b = word w of block b
-                                                           // unit 64g + 4b + w is word w of block b: spread the 16 bits to every fourth bit
+            // bit b of `kept` is word w of block b, which is unit 64g + 4b + w: spread the 16
+            // bits to every fourth bit
+            let kept = (even_kept | odd_kept << 1) as u64;
             bits |= _pdep_u64(kept, 0x1111_1111_1111_1111 << w);
         }
         (bits | lanes.always[g]) & lanes.valid[g]
