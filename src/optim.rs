@@ -241,7 +241,7 @@ impl BlockUpdate {
     /// Asks for the weights and the slots the method uses of the next strip of rows (the
     /// product's next block in the same columns) to be brought into L2: the product computes that
     /// block's gradient before its update needs them, so their load from memory overlaps the
-    /// arithmetic (W1 steps about 1% faster, interleaved in-process A/B).
+    /// arithmetic (W1 steps about 1% faster, interleaved in-process A/B in BENCHMARKS.md).
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn prefetch_next(&self, rows: &Range<usize>, cols: &Range<usize>, w: *const f32) {
         #[cfg(target_arch = "x86_64")]

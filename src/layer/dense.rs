@@ -118,10 +118,7 @@ impl<T: Scalar> Dense<T> {
                         std::slice::from_raw_parts_mut(a_next.get().add(i * width + cols.start), cols.len()),
                     )
                 };
-                for (z, &b) in z.iter_mut().zip(&bias[cols.clone()]) {
-                    *z += b;
-                }
-                activation.forward_rows(z, a, cols.len());
+                bias_activate_row(&bias[cols.clone()], activation, z, a);
             }
         };
         matmul_then(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false, Some(&epilogue), true)
@@ -219,11 +216,17 @@ fn bias_activate<T: Scalar>(bias: &[T], activation: Activation, z: &mut Matrix<T
     }
     let blocks = z.as_mut_slice().par_chunks_mut(ROWS * out).zip(a.as_mut_slice().par_chunks_mut(ROWS * out));
     blocks.for_each(|(z_rows, a_rows)| {
-        for z_row in z_rows.chunks_exact_mut(out) {
-            for (v, &b) in z_row.iter_mut().zip(bias) {
-                *v += b;
-            }
+        for (z_row, a_row) in z_rows.chunks_exact_mut(out).zip(a_rows.chunks_exact_mut(out)) {
+            bias_activate_row(bias, activation, z_row, a_row);
         }
-        activation.forward_rows(z_rows, a_rows, out);
     });
+}
+
+/// `z[j] += b[j]`, then `a = g(z)` over the slice: a whole row, or for an elementwise activation
+/// any run of columns (the bias loop and `forward_rows` are kept apart so that both vectorise).
+fn bias_activate_row<T: Scalar>(bias: &[T], activation: Activation, z: &mut [T], a: &mut [T]) {
+    for (v, &b) in z.iter_mut().zip(bias) {
+        *v += b;
+    }
+    activation.forward_rows(z, a, z.len());
 }
