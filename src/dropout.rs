@@ -479,13 +479,10 @@ fn draw_and_apply<T: Scalar>(
         .zip(mask.words.par_chunks_mut(words * per_task))
         .enumerate()
         .for_each(|(task, ((o, xr), bits))| {
-            let rows = o.chunks_mut(cols).zip(xr.chunks(cols)).zip(bits.chunks_mut(words));
-            for (r, ((o, xr), bits)) in rows.enumerate() {
-                let i = draw.first_row.wrapping_add((task * per_task + r) as u32);
-                let row =
-                    RowDraw { ctr: counter(draw.stream, draw.layer, draw.step, i, 0), key: philox_key, thresholds };
-                draw_row(&row, lanes, scale, xr, o, bits, stream);
-            }
+            let first = draw.first_row.wrapping_add((task * per_task) as u32);
+            let rows =
+                RowsDraw { ctr: counter(draw.stream, draw.layer, draw.step, first, 0), key: philox_key, thresholds };
+            draw_rows(&rows, lanes, scale, xr, o, bits, stream);
             // Non-temporal stores are weakly ordered: one fence per task, before the join that
             // hands the rows to other threads, makes them visible.
             #[cfg(target_arch = "x86_64")]
@@ -496,9 +493,9 @@ fn draw_and_apply<T: Scalar>(
         });
 }
 
-/// One row of the fused pass on the fastest path this CPU has.
-fn draw_row<T: Scalar>(
-    row: &RowDraw<'_>,
+/// The rows of one task of the fused pass on the fastest path this CPU has.
+fn draw_rows<T: Scalar>(
+    rows: &RowsDraw<'_>,
     lanes: &LaneThresholds,
     scale: &[T],
     xr: &[T],
@@ -513,15 +510,15 @@ fn draw_row<T: Scalar>(
         unsafe {
             let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
             let out = std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut f32, o.len());
-            return avx512::draw_row_f32(row, lanes, cast(scale), cast(xr), out, bits, stream);
+            return avx512::draw_rows_f32(rows, lanes, cast(scale), cast(xr), out, bits, stream);
         }
     }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F/BW (checked at run time).
-        return unsafe { draw_row_avx512(row, scale, xr, o, bits) };
+        return unsafe { draw_rows_avx512(rows, scale, xr, o, bits) };
     }
-    draw_row_portable(row, scale, xr, o, bits)
+    draw_rows_portable(rows, scale, xr, o, bits)
 }
 
 /// The thresholds rearranged for the 16-lane kernel. Group g covers units 64g..64g+63; its 64 u32
@@ -556,11 +553,21 @@ impl LaneThresholds {
 /// 32 MiB; W1's batches are far below, W2's 128 MiB tensor far above).
 const STREAMING_BYTES: usize = 64 << 20;
 
-/// What one row's mask depends on: the counter of its block 0, the key and the thresholds.
-struct RowDraw<'a> {
+/// What the masks of consecutive rows depend on: the counter of the first row's block 0 (row r's
+/// is the same with the row word advanced by r), the key and the thresholds.
+struct RowsDraw<'a> {
     ctr: [u32; 4],
     key: [u32; 2],
     thresholds: &'a [u64],
+}
+
+impl RowsDraw<'_> {
+    /// The counter of block 0 of row `r` (the row is word 1 of the counter, see `rng::counter`).
+    fn ctr(&self, r: usize) -> [u32; 4] {
+        let mut ctr = self.ctr;
+        ctr[1] = ctr[1].wrapping_add(r as u32);
+        ctr
+    }
 }
 
 /// Philox4x32-10 of the 16 consecutive blocks `block0 ..= block0 + 15` of one row, computed side by
@@ -595,15 +602,22 @@ fn philox_x16(ctr: [u32; 4], block0: u32, key: [u32; 2]) -> [[u32; 16]; 4] {
 /// One row of the fused pass: the mask words from 16 Philox blocks (64 units) at a time, then the
 /// scaled copy through the same bits while the row is still in L1.
 #[inline(always)]
-fn draw_row_portable<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
+fn draw_row_portable<T: Scalar>(
+    ctr: [u32; 4],
+    rows: &RowsDraw<'_>,
+    scale: &[T],
+    x: &[T],
+    out: &mut [T],
+    bits: &mut [u64],
+) {
     let cols = x.len();
     for (g, word) in bits.iter_mut().enumerate() {
-        let random = philox_x16(row.ctr, (g * 16) as u32, row.key);
+        let random = philox_x16(ctr, (g * 16) as u32, rows.key);
         let mut w = 0u64;
         for b in 0..16 {
             for (lane, words) in random.iter().enumerate() {
                 let k = g * 64 + 4 * b + lane;
-                if k < cols && (words[b] as u64) < row.thresholds[k] {
+                if k < cols && (words[b] as u64) < rows.thresholds[k] {
                     w |= 1 << (4 * b + lane);
                 }
             }
@@ -613,10 +627,20 @@ fn draw_row_portable<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], out: &m
     mask_row_portable(bits, scale, x, out);
 }
 
+/// The fused pass over whole rows (`x` and `out` hold `bits.len() / words per row` rows).
+#[inline(always)]
+fn draw_rows_portable<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
+    let cols = scale.len();
+    let row_slices = out.chunks_mut(cols).zip(x.chunks(cols)).zip(bits.chunks_mut(cols.div_ceil(64)));
+    for (r, ((o, xr), b)) in row_slices.enumerate() {
+        draw_row_portable(rows.ctr(r), rows, scale, xr, o, b);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn draw_row_avx512<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
-    draw_row_portable(row, scale, x, out, bits)
+unsafe fn draw_rows_avx512<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
+    draw_rows_portable(rows, scale, x, out, bits)
 }
 
 /// The fused dropout pass for f32 with AVX-512 intrinsics: 16 Philox blocks as two vectors, the
@@ -624,7 +648,7 @@ unsafe fn draw_row_avx512<T: Scalar>(row: &RowDraw<'_>, scale: &[T], x: &[T], ou
 /// copy as masked multiplies. Bit for bit the same as the portable path (tested).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{mask_row_portable, LaneThresholds, RowDraw};
+    use super::{mask_row_portable, LaneThresholds, RowsDraw};
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
@@ -680,10 +704,10 @@ mod avx512 {
     /// Mask bits of units 64g..64g+63 of one row (bit j = unit 64g + j). The 16 blocks of the
     /// group run as two vectors of 8: the even blocks 0, 2, .., 14 and the odd ones 1, 3, .., 15.
     #[inline(always)]
-    unsafe fn group_bits(row: &RowDraw<'_>, rounds: &Rounds, lanes: &LaneThresholds, g: usize) -> u64 {
+    unsafe fn group_bits(ctr: [u32; 4], rounds: &Rounds, lanes: &LaneThresholds, g: usize) -> u64 {
         let block0 = _mm512_add_epi64(_mm512_set1_epi64((g * 16) as i64), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14));
         let words = |c0: __m512i| {
-            let rest = row.ctr[1..].iter().map(|&w| _mm512_set1_epi64(w as i64));
+            let rest = ctr[1..].iter().map(|&w| _mm512_set1_epi64(w as i64));
             let mut c = [c0; 4];
             for (c, w) in c[1..].iter_mut().zip(rest) {
                 *c = w;
@@ -708,12 +732,38 @@ mod avx512 {
         (bits | lanes.always[g]) & lanes.valid[g]
     }
 
-    /// One row: mask words from the generator, then `out = r · scale · x`. With `stream`, `out`
-    /// must start on a 64-byte boundary and hold a multiple of 16 values; it is written with
-    /// non-temporal stores, and the caller fences them (`_mm_sfence`) before other threads read.
+    /// Whole rows (`x` and `out` hold `bits.len() / words per row` rows): mask words from the
+    /// generator, then `out = r · scale · x`. With `stream`, each row of `out` must start on a
+    /// 64-byte boundary and hold a multiple of 16 values; it is written with non-temporal stores,
+    /// and the caller fences them (`_mm_sfence`) before other threads read.
+    ///
+    /// The round keys are broadcast once per call, not per row: they do not fit in registers
+    /// beside the state, and spilling them again for every row put 20 vector stores in the
+    /// way of the streaming stores (a tenth of the profile of W2's forward was stalled there).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
-    pub unsafe fn draw_row_f32(
-        row: &RowDraw<'_>,
+    pub unsafe fn draw_rows_f32(
+        rows: &RowsDraw<'_>,
+        lanes: &LaneThresholds,
+        scale: &[f32],
+        x: &[f32],
+        out: &mut [f32],
+        bits: &mut [u64],
+        stream: bool,
+    ) {
+        let cols = scale.len();
+        let rounds = Rounds::new(rows.key);
+        let row_slices = out.chunks_mut(cols).zip(x.chunks(cols)).zip(bits.chunks_mut(cols.div_ceil(64)));
+        for (r, ((o, xr), b)) in row_slices.enumerate() {
+            draw_row_f32(rows.ctr(r), &rounds, lanes, scale, xr, o, b, stream);
+        }
+    }
+
+    /// One row of [`draw_rows_f32`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn draw_row_f32(
+        ctr: [u32; 4],
+        rounds: &Rounds,
         lanes: &LaneThresholds,
         scale: &[f32],
         x: &[f32],
@@ -723,13 +773,15 @@ mod avx512 {
     ) {
         let stream = stream && (out.as_ptr() as usize).is_multiple_of(64);
         let full = x.len() / 64;
-        let rounds = Rounds::new(row.key);
         for (g, word) in bits.iter_mut().enumerate() {
-            *word = group_bits(row, &rounds, lanes, g);
+            // (a local copy: read back through `word`, the bits would be reloaded after every
+            // store to `out`, which the compiler cannot prove is elsewhere)
+            let kept_bits = group_bits(ctr, rounds, lanes, g);
+            *word = kept_bits;
             if g < full {
                 for q in 0..4 {
                     let at = g * 64 + q * 16;
-                    let kept = (*word >> (16 * q)) as u16;
+                    let kept = (kept_bits >> (16 * q)) as u16;
                     let v = _mm512_maskz_mul_ps(
                         kept,
                         _mm512_loadu_ps(x.as_ptr().add(at)),
@@ -772,16 +824,17 @@ mod tests {
 
     #[test]
     fn the_fused_pass_draws_the_same_bits_as_bulk_draw() {
-        let draw = MaskDraw { seed: 77, stream: Stream::Mask, layer: 2, step: 5, first_row: 0 };
+        let draw = MaskDraw { seed: 77, stream: Stream::Mask, layer: 2, step: 5, first_row: 5 };
+        // 300 rows of 131 units: three parallel tasks of up to 125 rows, several rows in each
         let keep = Keep::per_unit((0..131).map(|k| 0.2 + 0.8 * (k % 9) as f64 / 8.0).collect()).unwrap();
         let mut dropout = Dropout::<f32>::new(keep, Scaling::Inverted);
-        let x = Matrix::from_fn(37, 131, |i, k| (i * 131 + k) as f32 * 0.01 + 0.5);
+        let x = Matrix::from_fn(300, 131, |i, k| (i * 131 + k) as f32 * 0.001 + 0.5);
         let mut out = Matrix::zeros(0, 0);
         dropout.forward(&x, &mut out, Some(&draw)).unwrap();
         let mut bulk = BitMask::default();
-        bulk.draw(37, 131, &draw, &dropout.thresholds);
+        bulk.draw(300, 131, &draw, &dropout.thresholds);
         assert_eq!(dropout.mask(), &bulk);
-        let mut applied = Matrix::zeros(37, 131);
+        let mut applied = Matrix::zeros(300, 131);
         apply_mask(&bulk, &dropout.train_scale, &x, &mut applied);
         assert_eq!(out.as_slice(), applied.as_slice());
     }
@@ -821,15 +874,15 @@ mod tests {
     fn vector_and_portable_fused_rows_agree_bit_for_bit() {
         let cols = 150;
         let thresholds: Vec<u64> = (0..cols).map(|k| threshold(0.1 + 0.9 * (k % 10) as f64 / 9.0)).collect();
-        let row = RowDraw { ctr: counter(Stream::Mask, 1, 2, 3, 0), key: key(4), thresholds: &thresholds };
-        let x: Vec<f64> = (0..cols).map(|k| k as f64 - 70.5).collect();
+        let rows = RowsDraw { ctr: counter(Stream::Mask, 1, 2, 3, 0), key: key(4), thresholds: &thresholds };
+        let x: Vec<f64> = (0..2 * cols).map(|k| k as f64 - 70.5).collect();
         let scale: Vec<f64> = (0..cols).map(|k| 1.0 + k as f64 / 100.0).collect();
-        let (mut out_a, mut bits_a) = (vec![0.0; cols], vec![0u64; 3]);
-        let (mut out_b, mut bits_b) = (vec![0.0; cols], vec![0u64; 3]);
-        draw_row_portable(&row, &scale, &x, &mut out_a, &mut bits_a);
+        let (mut out_a, mut bits_a) = (vec![0.0; 2 * cols], vec![0u64; 6]);
+        let (mut out_b, mut bits_b) = (vec![0.0; 2 * cols], vec![0u64; 6]);
+        draw_rows_portable(&rows, &scale, &x, &mut out_a, &mut bits_a);
         #[cfg(target_arch = "x86_64")]
         if has_avx512() {
-            unsafe { draw_row_avx512(&row, &scale, &x, &mut out_b, &mut bits_b) };
+            unsafe { draw_rows_avx512(&rows, &scale, &x, &mut out_b, &mut bits_b) };
             assert_eq!((out_a, bits_a), (out_b, bits_b));
         }
     }
@@ -839,26 +892,27 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if avx512::available() {
             for cols in [64, 150, 1024, 7] {
+                let n_rows = 3;
                 // keep 1 on some units, tiny keep on others, to reach both ends of the threshold rule
                 let keep: Vec<f64> = (0..cols).map(|k| [1.0, 0.5, 1e-12, 0.8, 0.999999][k % 5]).collect();
                 let thresholds: Vec<u64> = keep.iter().map(|&p| threshold(p)).collect();
                 let lanes = LaneThresholds::new(&thresholds);
-                let row = RowDraw { ctr: counter(Stream::McMask, 9, 8, 7, 0), key: key(6), thresholds: &thresholds };
-                let x: Vec<f32> = (0..cols).map(|k| k as f32 * 0.5 - 3.0).collect();
+                let rows = RowsDraw { ctr: counter(Stream::McMask, 9, 8, 7, 0), key: key(6), thresholds: &thresholds };
+                let x: Vec<f32> = (0..n_rows * cols).map(|k| k as f32 * 0.5 - 3.0).collect();
                 let scale: Vec<f32> = keep.iter().map(|&p| (1.0 / p) as f32).collect();
-                let words = cols.div_ceil(64);
-                let (mut out_a, mut bits_a) = (vec![0.0f32; cols], vec![0u64; words]);
-                let (mut out_b, mut bits_b) = (vec![0.0f32; cols], vec![0u64; words]);
-                draw_row_portable(&row, &scale, &x, &mut out_a, &mut bits_a);
-                unsafe { avx512::draw_row_f32(&row, &lanes, &scale, &x, &mut out_b, &mut bits_b, false) };
+                let words = n_rows * cols.div_ceil(64);
+                let (mut out_a, mut bits_a) = (vec![0.0f32; n_rows * cols], vec![0u64; words]);
+                let (mut out_b, mut bits_b) = (vec![0.0f32; n_rows * cols], vec![0u64; words]);
+                draw_rows_portable(&rows, &scale, &x, &mut out_a, &mut bits_a);
+                unsafe { avx512::draw_rows_f32(&rows, &lanes, &scale, &x, &mut out_b, &mut bits_b, false) };
                 assert_eq!(bits_a, bits_b, "{cols} columns");
                 assert_eq!(out_a, out_b, "{cols} columns");
-                // the streaming stores write the same values (a 64-byte aligned row of 16k values)
+                // the streaming stores write the same values (64-byte aligned rows of 16k values)
                 if cols % 16 == 0 {
-                    let mut aligned = Matrix::<f32>::zeros(1, cols);
+                    let mut aligned = Matrix::<f32>::zeros(n_rows, cols);
                     let mut bits_c = vec![0u64; words];
                     unsafe {
-                        avx512::draw_row_f32(&row, &lanes, &scale, &x, aligned.as_mut_slice(), &mut bits_c, true)
+                        avx512::draw_rows_f32(&rows, &lanes, &scale, &x, aligned.as_mut_slice(), &mut bits_c, true)
                     };
                     assert_eq!((aligned.as_slice(), &bits_c), (&out_a[..], &bits_a));
                 }
