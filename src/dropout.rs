@@ -362,12 +362,20 @@ fn apply_mask<T: Scalar>(mask: &BitMask, scale: &[T], x: &Matrix<T>, out: &mut M
         return;
     }
     let wpr = mask.words_per_row;
+    let stream = streams(out.as_slice(), cols);
+    let per_task = rows_per_task(cols);
     out.as_mut_slice()
-        .par_chunks_mut(cols)
-        .zip(x.as_slice().par_chunks(cols))
-        .zip(mask.words.par_chunks(wpr))
-        .with_min_len(rows_per_task(cols))
-        .for_each(|((o, xr), bits)| mask_row(bits, scale, xr, o));
+        .par_chunks_mut(cols * per_task)
+        .zip(x.as_slice().par_chunks(cols * per_task))
+        .zip(mask.words.par_chunks(wpr * per_task))
+        .for_each(|((o, xr), bits)| {
+            for ((o, xr), bits) in o.chunks_mut(cols).zip(xr.chunks(cols)).zip(bits.chunks(wpr)) {
+                mask_row(bits, scale, xr, o, stream);
+            }
+            if stream {
+                fence_streaming_stores();
+            }
+        });
 }
 
 fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>) {
@@ -383,9 +391,37 @@ fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>
         .for_each(|(row, bits)| mask_row_in_place(bits, scale, row));
 }
 
-/// One row of [`apply_mask`]: `out[k] = x[k] · scale[k]` where bit k is set, else 0.
+/// Whether a pass writes `out` (rows of `cols` values) with non-temporal stores: only outputs
+/// larger than the last-level cache (they would only evict it on their way to memory), and only
+/// when every row can start on a 64-byte boundary.
+fn streams<T>(out: &[T], cols: usize) -> bool {
+    std::mem::size_of_val(out) > STREAMING_BYTES && cols.is_multiple_of(16)
+}
+
+/// Non-temporal stores are weakly ordered: each parallel task that made some ends with a fence,
+/// before the join that hands its rows to other threads.
+fn fence_streaming_stores() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+/// One row of [`apply_mask`]: `out[k] = x[k] · scale[k]` where bit k is set, else 0. With
+/// `stream`, f32 rows that start on a 64-byte boundary are written with non-temporal stores (the
+/// caller fences them).
 #[inline]
-fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T]) {
+fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T], stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if stream && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
+        // SAFETY: T is f32 (checked just above); the CPU has AVX-512F (checked at run time).
+        unsafe {
+            let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
+            let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
+            return avx512::mask_row_f32_stream(bits, cast(scale), cast(x), out);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: the CPU has AVX-512F/BW (checked at run time).
@@ -468,9 +504,7 @@ fn draw_and_apply<T: Scalar>(
         return;
     }
     let philox_key = key(draw.seed);
-    // Outputs larger than the last-level cache are written with non-temporal stores (they would
-    // only evict the cache on their way to memory); rows must then start on 64-byte boundaries.
-    let stream = std::mem::size_of_val(out.as_slice()) > STREAMING_BYTES && cols.is_multiple_of(16);
+    let stream = streams(out.as_slice(), cols);
     let per_task = rows_per_task(cols);
     let words = mask.words_per_row;
     out.as_mut_slice()
@@ -483,12 +517,8 @@ fn draw_and_apply<T: Scalar>(
             let rows =
                 RowsDraw { ctr: counter(draw.stream, draw.layer, draw.step, first, 0), key: philox_key, thresholds };
             draw_rows(&rows, lanes, scale, xr, o, bits, stream);
-            // Non-temporal stores are weakly ordered: one fence per task, before the join that
-            // hands the rows to other threads, makes them visible.
-            #[cfg(target_arch = "x86_64")]
             if stream {
-                // SAFETY: SSE is part of x86_64.
-                unsafe { std::arch::x86_64::_mm_sfence() };
+                fence_streaming_stores();
             }
         });
 }
@@ -800,6 +830,32 @@ mod avx512 {
             mask_row_portable(&bits[full..], &scale[at..], &x[at..], &mut out[at..]);
         }
     }
+
+    /// `out = r · scale · x` for one row with non-temporal stores, for outputs larger than the
+    /// cache (W2's backward writes 128 MiB): without the read-for-ownership of each output line,
+    /// the pass moves 8 bytes per value instead of 12. Rows that do not start on a 64-byte
+    /// boundary or hold a partial vector take the cached path.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn mask_row_f32_stream(bits: &[u64], scale: &[f32], x: &[f32], out: &mut [f32]) {
+        if !(out.as_ptr() as usize).is_multiple_of(64) || !out.len().is_multiple_of(16) {
+            return mask_row_portable(bits, scale, x, out);
+        }
+        for (g, &word) in bits.iter().enumerate() {
+            for q in 0..4 {
+                let at = g * 64 + q * 16;
+                if at >= out.len() {
+                    return;
+                }
+                let kept = (word >> (16 * q)) as u16;
+                let v = _mm512_maskz_mul_ps(
+                    kept,
+                    _mm512_loadu_ps(x.as_ptr().add(at)),
+                    _mm512_loadu_ps(scale.as_ptr().add(at)),
+                );
+                _mm512_stream_ps(out.as_mut_ptr().add(at), v);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -846,7 +902,7 @@ mod tests {
         let scale: Vec<f32> = (0..cols).map(|k| 1.0 / (0.3 + (k % 7) as f32 * 0.1)).collect();
         let bits = [0xdead_beef_0123_4567u64, 0xffff_0000_ffff_0000, 0x8000_0000_0000_0001, 0x5555];
         let (mut a, mut b) = (vec![0.0f32; cols], vec![0.0f32; cols]);
-        mask_row(&bits, &scale, &x, &mut a);
+        mask_row(&bits, &scale, &x, &mut a, false);
         mask_row_portable(&bits, &scale, &x, &mut b);
         assert_eq!(
             a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -916,6 +972,25 @@ mod tests {
                     };
                     assert_eq!((aligned.as_slice(), &bits_c), (&out_a[..], &bits_a));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_streaming_mask_kernel_equals_the_cached_one() {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            for cols in [64usize, 1024, 160, 150] {
+                let bits: Vec<u64> =
+                    (0..cols.div_ceil(64)).map(|g| 0x9E37_79B9_7F4A_7C15u64.rotate_left(g as u32 * 7)).collect();
+                let scale: Vec<f32> = (0..cols).map(|k| 1.0 + k as f32 / 64.0).collect();
+                let x: Vec<f32> = (0..cols).map(|k| k as f32 - 20.25).collect();
+                let mut cached = vec![0.0f32; cols];
+                mask_row_portable(&bits, &scale, &x, &mut cached);
+                // a 64-byte aligned row (streaming stores) and, for 150, a partial last vector
+                let mut aligned = Matrix::<f32>::zeros(1, cols);
+                unsafe { avx512::mask_row_f32_stream(&bits, &scale, &x, aligned.as_mut_slice()) };
+                assert_eq!(aligned.as_slice(), &cached[..], "{cols} columns");
             }
         }
     }
