@@ -145,7 +145,26 @@ struct PredictArgs {
     json: bool,
 }
 
+/// Lets the process end quietly, as other command-line tools do, when its output goes to a reader
+/// that stops early (`dropnet predict --json … | head`). Rust starts programs with SIGPIPE
+/// ignored, which turns the next write into an error that `println!` reports as a panic; with the
+/// default action the kernel ends the process instead. Model files are written to a temporary
+/// name and renamed, so this cannot leave a half-written one.
+#[cfg(unix)]
+fn end_quietly_on_broken_pipe() {
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: `signal` from the C library, which every Rust program on unix links; restoring the
+    // default action installs no handler of ours.
+    unsafe { signal(SIGPIPE, SIG_DFL) };
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    end_quietly_on_broken_pipe();
     let cli = Cli::parse();
     // The command runs on one of the pool's own threads: each parallel region is then a fork on a
     // thread that takes part in it, rather than a job handed from outside to sleeping workers

@@ -38,3 +38,20 @@ fn an_unknown_subcommand_fails_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fly"));
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_without_a_panic() {
+    use std::process::Stdio;
+    // The reader goes away before gradcheck (about 20 ms of work) prints its table.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dropnet"))
+        .arg("gradcheck")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "exit status of a panic");
+}
