@@ -763,9 +763,10 @@ mod avx512 {
     }
 
     /// Whole rows (`x` and `out` hold `bits.len() / words per row` rows): mask words from the
-    /// generator, then `out = r · scale · x`. With `stream`, each row of `out` must start on a
-    /// 64-byte boundary and hold a multiple of 16 values; it is written with non-temporal stores,
-    /// and the caller fences them (`_mm_sfence`) before other threads read.
+    /// generator, then `out = r · scale · x`. With `stream`, the full vectors of rows that start
+    /// on a 64-byte boundary are written with non-temporal stores (other rows, and a row's partial
+    /// last group, through the cache), and the caller fences them (`_mm_sfence`) before other
+    /// threads read.
     ///
     /// The round keys are broadcast once per call, not per row: they do not fit in registers
     /// beside the state, and spilling them again for every row put 20 vector stores in the
