@@ -391,6 +391,20 @@ fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>
         .for_each(|(row, bits)| mask_row_in_place(bits, scale, row));
 }
 
+/// `s` read as f32 values, when T is f32 (for the f32-only intrinsics kernels).
+fn as_f32<T: Scalar>(s: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (checked), so the memory holds `s.len()` valid f32 values.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len()) })
+}
+
+/// [`as_f32`] for a slice that is written.
+fn as_f32_mut<T: Scalar>(s: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the slice's exclusive borrow moves to the result.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) })
+}
+
 /// Whether a pass writes `out` (rows of `cols` values) with non-temporal stores: only outputs
 /// larger than the last-level cache (they would only evict it on their way to memory), and only
 /// when every row can start on a 64-byte boundary.
@@ -414,12 +428,10 @@ fn fence_streaming_stores() {
 #[inline]
 fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T], stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    if stream && std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
-        // SAFETY: T is f32 (checked just above); the CPU has AVX-512F (checked at run time).
-        unsafe {
-            let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
-            let out = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, out.len());
-            return avx512::mask_row_f32_stream(bits, cast(scale), cast(x), out);
+    if stream && avx512::available() {
+        if let (Some(scale), Some(x), Some(out)) = (as_f32(scale), as_f32(x), as_f32_mut(out)) {
+            // SAFETY: the CPU has AVX-512F (checked at run time).
+            return unsafe { avx512::mask_row_f32_stream(bits, scale, x, out) };
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -534,13 +546,10 @@ fn draw_rows<T: Scalar>(
     stream: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && avx512::available() {
-        // SAFETY: T is f32 (checked just above), so the slices can be read as f32; the CPU has the
-        // instructions the kernel uses (checked at run time).
-        unsafe {
-            let cast = |s: &[T]| std::slice::from_raw_parts(s.as_ptr() as *const f32, s.len());
-            let out = std::slice::from_raw_parts_mut(o.as_mut_ptr() as *mut f32, o.len());
-            return avx512::draw_rows_f32(rows, lanes, cast(scale), cast(xr), out, bits, stream);
+    if avx512::available() {
+        if let (Some(scale), Some(xr), Some(out)) = (as_f32(scale), as_f32(xr), as_f32_mut(o)) {
+            // SAFETY: the CPU has the instructions the kernel uses (checked at run time).
+            return unsafe { avx512::draw_rows_f32(rows, lanes, scale, xr, out, bits, stream) };
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -810,20 +819,7 @@ mod avx512 {
             let kept_bits = group_bits(ctr, rounds, lanes, g);
             *word = kept_bits;
             if g < full {
-                for q in 0..4 {
-                    let at = g * 64 + q * 16;
-                    let kept = (kept_bits >> (16 * q)) as u16;
-                    let v = _mm512_maskz_mul_ps(
-                        kept,
-                        _mm512_loadu_ps(x.as_ptr().add(at)),
-                        _mm512_loadu_ps(scale.as_ptr().add(at)),
-                    );
-                    if stream {
-                        _mm512_stream_ps(out.as_mut_ptr().add(at), v);
-                    } else {
-                        _mm512_storeu_ps(out.as_mut_ptr().add(at), v);
-                    }
-                }
+                scaled_copy(kept_bits, 4, g * 64, scale, x, out, stream);
             }
         }
         if full < bits.len() {
@@ -842,18 +838,33 @@ mod avx512 {
             return mask_row_portable(bits, scale, x, out);
         }
         for (g, &word) in bits.iter().enumerate() {
-            for q in 0..4 {
-                let at = g * 64 + q * 16;
-                if at >= out.len() {
-                    return;
-                }
-                let kept = (word >> (16 * q)) as u16;
-                let v = _mm512_maskz_mul_ps(
-                    kept,
-                    _mm512_loadu_ps(x.as_ptr().add(at)),
-                    _mm512_loadu_ps(scale.as_ptr().add(at)),
-                );
+            let vectors = ((out.len() - g * 64) / 16).min(4);
+            scaled_copy(word, vectors, g * 64, scale, x, out, true);
+        }
+    }
+
+    /// `out = r · scale · x` over `vectors` (≤ 4) vectors of 16 values from `at`, the mask bits of
+    /// vector q being bits 16q..16q+15 of `word`. With `stream`, non-temporal stores (`out` + `at`
+    /// on a 64-byte boundary).
+    #[inline(always)]
+    unsafe fn scaled_copy(
+        word: u64,
+        vectors: usize,
+        at: usize,
+        scale: &[f32],
+        x: &[f32],
+        out: &mut [f32],
+        stream: bool,
+    ) {
+        for q in 0..vectors {
+            let at = at + q * 16;
+            let kept = (word >> (16 * q)) as u16;
+            let v =
+                _mm512_maskz_mul_ps(kept, _mm512_loadu_ps(x.as_ptr().add(at)), _mm512_loadu_ps(scale.as_ptr().add(at)));
+            if stream {
                 _mm512_stream_ps(out.as_mut_ptr().add(at), v);
+            } else {
+                _mm512_storeu_ps(out.as_mut_ptr().add(at), v);
             }
         }
     }
