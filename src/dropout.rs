@@ -609,6 +609,17 @@ impl RowsDraw<'_> {
     }
 }
 
+/// The rows of one task of the fused pass, in order: each row's output, input and mask words.
+#[inline(always)]
+fn task_rows<'a, T>(
+    out: &'a mut [T],
+    x: &'a [T],
+    bits: &'a mut [u64],
+    cols: usize,
+) -> impl Iterator<Item = (&'a mut [T], &'a [T], &'a mut [u64])> {
+    out.chunks_mut(cols).zip(x.chunks(cols)).zip(bits.chunks_mut(cols.div_ceil(64))).map(|((o, x), b)| (o, x, b))
+}
+
 /// Philox4x32-10 of the 16 consecutive blocks `block0 ..= block0 + 15` of one row, computed side by
 /// side (word w of block b is `out[w][b]`), so that the compiler can run the 16 rounds in vector
 /// lanes. Bit for bit the same as [`philox4x32_10`] on each block.
@@ -669,9 +680,7 @@ fn draw_row_portable<T: Scalar>(
 /// The fused pass over whole rows (`x` and `out` hold `bits.len() / words per row` rows).
 #[inline(always)]
 fn draw_rows_portable<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
-    let cols = scale.len();
-    let row_slices = out.chunks_mut(cols).zip(x.chunks(cols)).zip(bits.chunks_mut(cols.div_ceil(64)));
-    for (r, ((o, xr), b)) in row_slices.enumerate() {
+    for (r, (o, xr, b)) in task_rows(out, x, bits, scale.len()).enumerate() {
         draw_row_portable(rows.ctr(r), rows, scale, xr, o, b);
     }
 }
@@ -687,7 +696,7 @@ unsafe fn draw_rows_avx512<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T],
 /// copy as masked multiplies. Bit for bit the same as the portable path (tested).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{mask_row_portable, LaneThresholds, RowsDraw};
+    use super::{mask_row_portable, task_rows, LaneThresholds, RowsDraw};
     use std::arch::x86_64::*;
 
     pub fn available() -> bool {
@@ -790,10 +799,8 @@ mod avx512 {
         bits: &mut [u64],
         stream: bool,
     ) {
-        let cols = scale.len();
         let rounds = Rounds::new(rows.key);
-        let row_slices = out.chunks_mut(cols).zip(x.chunks(cols)).zip(bits.chunks_mut(cols.div_ceil(64)));
-        for (r, ((o, xr), b)) in row_slices.enumerate() {
+        for (r, (o, xr, b)) in task_rows(out, x, bits, scale.len()).enumerate() {
             draw_row_f32(rows.ctr(r), &rounds, lanes, scale, xr, o, b, stream);
         }
     }
