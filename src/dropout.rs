@@ -16,6 +16,7 @@ use crate::rng::{counter, key, philox4x32_10, Stream};
 use crate::tensor::{Matrix, Scalar};
 use rayon::prelude::*;
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 /// Where the scaling by `keep` happens (seed 002 describes both).
@@ -335,13 +336,22 @@ impl<T: Scalar> Dropout<T> {
         }
     }
 
-    /// The same as [`Dropout::backward`], overwriting `d` in place.
-    pub fn backward_in_place(&self, d: &mut Matrix<T>) {
-        if self.masked {
-            apply_mask_in_place(&self.mask, &self.train_scale, d);
-        } else {
-            for i in 0..d.rows() {
-                for (g, &s) in d.row_mut(i).iter_mut().zip(&self.eval_scale) {
+    /// [`Dropout::backward`] in place on one block of `d`, for the epilogue of the product that
+    /// computes d (the layer's input gradient): rows `rows` and columns `cols` of d, element
+    /// (rows.start + r, cols.start + j) at `block + r·ld + j`.
+    ///
+    /// # Safety
+    /// The block must be valid for reads and writes, and no one else may touch it meanwhile.
+    pub unsafe fn backward_block_in_place(&self, rows: Range<usize>, cols: Range<usize>, block: *mut T, ld: usize) {
+        let wpr = self.mask.words_per_row;
+        for (r, i) in rows.enumerate() {
+            // SAFETY: the caller's contract, row r of the block.
+            let d = unsafe { std::slice::from_raw_parts_mut(block.add(r * ld), cols.len()) };
+            if self.masked {
+                let bits = &self.mask.words[i * wpr..(i + 1) * wpr];
+                mask_segment_in_place(bits, cols.start, &self.train_scale[cols.clone()], d);
+            } else {
+                for (g, &s) in d.iter_mut().zip(&self.eval_scale[cols.clone()]) {
                     *g *= s;
                 }
             }
@@ -378,17 +388,17 @@ fn apply_mask<T: Scalar>(mask: &BitMask, scale: &[T], x: &Matrix<T>, out: &mut M
         });
 }
 
-fn apply_mask_in_place<T: Scalar>(mask: &BitMask, scale: &[T], x: &mut Matrix<T>) {
-    let cols = x.cols();
-    if cols == 0 {
-        return;
+/// `x[j] = x[j] · scale[j]` where bit `start + j` of the row's mask `bits` is 1, else 0: a run of
+/// a row that starts at column `start`. The columns up to the next whole mask word are done one
+/// by one, the rest by the row kernel.
+fn mask_segment_in_place<T: Scalar>(bits: &[u64], start: usize, scale: &[T], x: &mut [T]) {
+    let lead = ((64 - start % 64) % 64).min(x.len());
+    for (j, (v, &s)) in x[..lead].iter_mut().zip(scale).enumerate() {
+        let k = start + j;
+        *v = if bits[k / 64] >> (k % 64) & 1 == 1 { *v * s } else { T::ZERO };
     }
-    let wpr = mask.words_per_row;
-    x.as_mut_slice()
-        .par_chunks_mut(cols)
-        .zip(mask.words.par_chunks(wpr))
-        .with_min_len(rows_per_task(cols))
-        .for_each(|(row, bits)| mask_row_in_place(bits, scale, row));
+    let aligned = (start + lead).div_ceil(64);
+    mask_row_in_place(&bits[aligned.min(bits.len())..], &scale[lead..], &mut x[lead..]);
 }
 
 /// `s` read as f32 values, when T is f32 (for the f32-only intrinsics kernels).
@@ -912,6 +922,31 @@ mod tests {
         let mut applied = Matrix::zeros(300, 131);
         apply_mask(&bulk, &dropout.train_scale, &x, &mut applied);
         assert_eq!(out.as_slice(), applied.as_slice());
+    }
+
+    #[test]
+    fn backward_on_blocks_equals_backward_on_the_whole_matrix() {
+        // Blocks as a product's epilogue hands them over: column runs that start inside a mask
+        // word (37, 96) and end inside one, rows in strips; trained (masked) and evaluation passes.
+        let draw = MaskDraw { seed: 5, stream: Stream::Mask, layer: 1, step: 3, first_row: 0 };
+        let keep = Keep::per_unit((0..200).map(|k| 0.3 + 0.7 * (k % 5) as f64 / 4.0).collect()).unwrap();
+        let x = Matrix::from_fn(11, 200, |i, k| (i * 200 + k) as f32 * 0.01 - 9.0);
+        for (scaling, draw) in [(Scaling::Inverted, Some(&draw)), (Scaling::Standard, None)] {
+            let mut dropout = Dropout::<f32>::new(keep.clone(), scaling);
+            dropout.forward(&x, &mut Matrix::zeros(0, 0), draw).unwrap();
+            let mut whole = Matrix::zeros(0, 0);
+            dropout.backward(&x, &mut whole);
+            let mut blocks = x.clone();
+            for rows in [0..8, 8..11] {
+                for cols in [0..37, 37..96, 96..200] {
+                    let at = blocks.as_mut_slice()[rows.start * 200 + cols.start..].as_mut_ptr();
+                    // SAFETY: rows × cols lies inside `blocks` (row stride 200).
+                    unsafe { dropout.backward_block_in_place(rows.clone(), cols, at, 200) };
+                }
+            }
+            assert_eq!(blocks.as_slice(), whole.as_slice(), "{scaling}");
+            assert_ne!(whole.as_slice(), x.as_slice(), "{scaling}: the pass must change something");
+        }
     }
 
     #[test]

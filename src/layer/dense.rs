@@ -162,9 +162,14 @@ impl<T: Scalar> Dense<T> {
         if let Some(da_in) = da_in {
             // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]  (before the weights are updated below)
             da_in.ensure_shape(self.dz.rows(), self.inputs());
-            matmul(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false)?;
-            // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]
-            self.dropout.backward_in_place(da_in);
+            let dropout = &self.dropout;
+            // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k], on each block of da_tilde as the product
+            // finishes it
+            let epilogue = |rows: Range<usize>, cols: Range<usize>, d: *mut T, ld: usize| {
+                // SAFETY: the product hands this block of da_in to this thread alone.
+                unsafe { dropout.backward_block_in_place(rows, cols, d, ld) }
+            };
+            matmul_then(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false, Some(&epilogue), true)?;
         }
         // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k], and the update of each finished block of w
         let complete = AtomicBool::new(true);
