@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
 use dropnet::optim::{update_rows, OptimConfig, Slots};
 use dropnet::rng::Stream;
-use dropnet::{matmul, Matrix, Trans};
+use dropnet::{matmul, Activation, Matrix, Trans};
 use std::hint::black_box;
 
 fn filled(rows: usize, cols: usize) -> Matrix<f32> {
@@ -26,6 +26,16 @@ fn dropout(c: &mut Criterion) {
     });
     let mut dx = Matrix::zeros(128, 1024);
     c.bench_function("dropout backward 128x1024", |b| b.iter(|| dropout.backward(black_box(&y), &mut dx)));
+}
+
+fn activations(c: &mut Criterion) {
+    // ReLU on a hidden layer's z, forward and backward (dz = da · g'(z)), each a parallel pass
+    let (z, da) = (filled(128, 1024), filled(128, 1024));
+    let (mut a, mut dz) = (Matrix::zeros(128, 1024), Matrix::zeros(128, 1024));
+    c.bench_function("relu forward 128x1024", |b| b.iter(|| Activation::Relu.forward(black_box(&z), &mut a)));
+    c.bench_function("relu backward 128x1024", |b| {
+        b.iter(|| Activation::Relu.backward(black_box(&z), &a, &da, &mut dz))
+    });
 }
 
 fn products(c: &mut Criterion) {
@@ -64,5 +74,5 @@ fn optimizer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, dropout, products, optimizer);
+criterion_group!(benches, dropout, activations, products, optimizer);
 criterion_main!(benches);
