@@ -638,6 +638,8 @@ fn run_bench(workload: &str, data: Option<&Path>, json: bool) -> Result<ExitCode
                 "W1 ({threads} threads): {:.0} samples/s ({:.2} s epoch), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
                 r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
             );
+            let t = &r.step_ms;
+            println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
         }
     }
     if w2 {

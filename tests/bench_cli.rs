@@ -29,6 +29,11 @@ fn w1_on_real_mnist_reports_every_field() {
     assert!(w1["test_error"].as_f64().unwrap() < 0.15, "{w1}");
     // 128 rows of ceil(784/64) + 2·ceil(1024/64) 64-bit words
     assert_eq!(w1["mask_bytes_per_step"], 128 * (13 + 16 + 16) * 8);
+    // the step times are ordered, and the epoch's 469 steps fit between the fastest and slowest
+    let t = |q: &str| w1["step_ms"][q].as_f64().unwrap();
+    assert!(0.0 < t("min") && t("min") <= t("median") && t("median") <= t("p90") && t("p90") <= t("max"), "{w1}");
+    let epoch_ms = w1["epoch_s"].as_f64().unwrap() * 1e3;
+    assert!(469.0 * t("min") <= epoch_ms && epoch_ms <= 469.0 * t("max") * 1.01 + 5.0, "{w1}");
 }
 
 #[test]
