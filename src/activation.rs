@@ -25,7 +25,7 @@ const GELU_C: f64 = 0.797_884_560_802_865_4;
 /// Evaluates `$body` with `$g` a constant equal to the activation `$act`: one copy of the body per
 /// activation, each with its formula inlined. An elementwise loop that matched on the activation
 /// for every element did not vectorise; with ReLU known, its forward and backward loops do, and
-/// W1 steps ran about 2.5% faster (interleaved in-process A/B, BENCHMARKS.md).
+/// W1 steps ran 2–3% faster (interleaved in-process A/B, BENCHMARKS.md).
 macro_rules! specialised {
     ($act:expr, $g:ident => $body:expr) => {
         specialised!(@arms $act, $g, $body, Identity Relu LeakyRelu Sigmoid Tanh Elu Selu Gelu Softmax)

@@ -48,7 +48,7 @@ const NC: usize = 2048;
 /// Products with fewer multiply-adds than this run on one thread, where handing half to another
 /// thread would cost more than it saves. W1's 1024 → 10 layer (1.3 M multiply-adds per product)
 /// is split: its three products took 0.26 ms of a 9 ms step on one thread, about 0.2 ms split, and
-/// W1 steps ran 1.1–1.4% faster (interleaved in-process A/B against a bound of 2^22, BENCHMARKS.md).
+/// W1 steps ran 1.0–1.4% faster (interleaved in-process A/B against a bound of 2^22, BENCHMARKS.md).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// One operand as the product reads it: element (r, c) of op(X) is at `ptr + r·rs + c·cs`.
