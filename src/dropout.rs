@@ -343,13 +343,11 @@ impl<T: Scalar> Dropout<T> {
     /// # Safety
     /// The block must be valid for reads and writes, and no one else may touch it meanwhile.
     pub unsafe fn backward_block_in_place(&self, rows: Range<usize>, cols: Range<usize>, block: *mut T, ld: usize) {
-        let wpr = self.mask.words_per_row;
         for (r, i) in rows.enumerate() {
             // SAFETY: the caller's contract, row r of the block.
             let d = unsafe { std::slice::from_raw_parts_mut(block.add(r * ld), cols.len()) };
             if self.masked {
-                let bits = &self.mask.words[i * wpr..(i + 1) * wpr];
-                mask_segment_in_place(bits, cols.start, &self.train_scale[cols.clone()], d);
+                mask_segment_in_place(&self.mask, i, cols.start, &self.train_scale[cols.clone()], d);
             } else {
                 for (g, &s) in d.iter_mut().zip(&self.eval_scale[cols.clone()]) {
                     *g *= s;
@@ -388,17 +386,18 @@ fn apply_mask<T: Scalar>(mask: &BitMask, scale: &[T], x: &Matrix<T>, out: &mut M
         });
 }
 
-/// `x[j] = x[j] · scale[j]` where bit `start + j` of the row's mask `bits` is 1, else 0: a run of
-/// a row that starts at column `start`. The columns up to the next whole mask word are done one
-/// by one, the rest by the row kernel.
-fn mask_segment_in_place<T: Scalar>(bits: &[u64], start: usize, scale: &[T], x: &mut [T]) {
+/// `x[j] = x[j] · scale[j]` where mask bit (`row`, `start + j`) is 1, else 0: a run of a row that
+/// starts at column `start`. The columns up to the next whole mask word are done one by one, the
+/// rest by the row kernel.
+fn mask_segment_in_place<T: Scalar>(mask: &BitMask, row: usize, start: usize, scale: &[T], x: &mut [T]) {
     let lead = ((64 - start % 64) % 64).min(x.len());
     for (j, (v, &s)) in x[..lead].iter_mut().zip(scale).enumerate() {
-        let k = start + j;
-        *v = if bits[k / 64] >> (k % 64) & 1 == 1 { *v * s } else { T::ZERO };
+        *v = if mask.get(row, start + j) { *v * s } else { T::ZERO };
     }
-    let aligned = (start + lead).div_ceil(64);
-    mask_row_in_place(&bits[aligned.min(bits.len())..], &scale[lead..], &mut x[lead..]);
+    let wpr = mask.words_per_row;
+    let bits = &mask.words[row * wpr..(row + 1) * wpr];
+    let aligned = (start + lead).div_ceil(64).min(wpr);
+    mask_row_in_place(&bits[aligned..], &scale[lead..], &mut x[lead..]);
 }
 
 /// `s` read as f32 values, when T is f32 (for the f32-only intrinsics kernels).
