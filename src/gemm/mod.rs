@@ -27,9 +27,9 @@
 //! meet each column only 128 times: read in place, a weight matrix 1024 floats wide puts each
 //! step of depth 4 KiB after the last, so a panel's rows share a handful of L1 and L2 sets and
 //! evict each other (W1's input-gradient product took 1.85–2.23 ms in place and 1.68–1.89 ms
-//! packed, same runs; per-phase timing, BENCHMARKS.md). One departure from the textbook loops: an optional [`Epilogue`] runs on
-//! each strip of C as soon as it is final (the optimizer update of a weight matrix rides on the
-//! product that computes its gradient).
+//! packed, same runs; per-phase timing, BENCHMARKS.md). One departure from the textbook loops:
+//! an optional [`Epilogue`] runs on each strip of C as soon as it is final (the optimizer update
+//! of a weight matrix rides on the product that computes its gradient).
 
 mod kernel;
 
