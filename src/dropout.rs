@@ -846,11 +846,11 @@ mod avx512 {
     }
 
     /// How far ahead of the group being drawn the fused pass asks for its input: 2 KiB, eight
-    /// groups. The generator keeps the core busy for about 55 cycles per group, and in that time
-    /// the hardware prefetcher alone does not keep enough of `x` in flight: the loads then wait
-    /// on memory after the generator instead of during it. In-process A/B on W2 (harness in
-    /// BENCHMARKS.md, seventh session): 512 to 2048 bytes ahead gave 3–27% more forward GB/s in
-    /// every run; 4096 bytes, one 1024-float row, gave nothing (0.87–1.00).
+    /// groups. The generator keeps the core busy for about 55 cycles per group; with only the
+    /// hardware prefetcher, the pass took about the generator's time plus the copy's, as if the
+    /// loads of `x` waited on memory after the generator rather than during it. In-process A/B
+    /// on W2 (harness in BENCHMARKS.md, seventh session): 512 to 2048 bytes ahead gave 1–27%
+    /// more forward GB/s in every run; 4096 bytes, one 1024-float row, gave nothing (0.87–1.00).
     const PREFETCH_AHEAD_BYTES: usize = 2048;
 
     /// Asks for the four cache lines of input [`PREFETCH_AHEAD_BYTES`] past `at`. A prefetch
