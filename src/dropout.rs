@@ -856,10 +856,11 @@ mod avx512 {
     /// Asks for the four cache lines of input [`PREFETCH_AHEAD_BYTES`] past `at`. A prefetch
     /// never faults, so the address may lie past the end of the rows (hence `wrapping_add`).
     #[inline(always)]
-    unsafe fn prefetch_ahead(at: *const f32) {
+    fn prefetch_ahead(at: *const f32) {
         let ahead = (at as *const i8).wrapping_add(PREFETCH_AHEAD_BYTES);
         for line in 0..4 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            // SAFETY: SSE is part of x86_64, and a prefetch reads nothing the program can see.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line)) };
         }
     }
 
