@@ -437,15 +437,12 @@ fn fence_streaming_stores() {
 #[inline]
 fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T], stream: bool) {
     #[cfg(target_arch = "x86_64")]
-    if stream && avx512::available() {
-        if let (Some(scale), Some(x), Some(out)) = (as_f32(scale), as_f32(x), as_f32_mut(out)) {
-            // SAFETY: the CPU has AVX-512F (checked at run time).
+    if crate::cpu::avx512() {
+        if let (true, Some(scale), Some(x), Some(out)) = (stream, as_f32(scale), as_f32(x), as_f32_mut(out)) {
+            // SAFETY: `cpu::avx512()` checks every feature the kernel is compiled with.
             return unsafe { avx512::mask_row_f32_stream(bits, scale, x, out) };
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512F/BW (checked at run time).
+        // SAFETY: as above.
         return unsafe { mask_row_avx512(bits, scale, x, out) };
     }
     mask_row_portable(bits, scale, x, out)
@@ -455,18 +452,11 @@ fn mask_row<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T], stream
 #[inline]
 fn mask_row_in_place<T: Scalar>(bits: &[u64], scale: &[T], x: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: as above.
+    if crate::cpu::avx512() {
+        // SAFETY: `cpu::avx512()` checks every feature the kernel is compiled with.
         return unsafe { mask_row_in_place_avx512(bits, scale, x) };
     }
     mask_row_in_place_portable(bits, scale, x)
-}
-
-/// Whether AVX-512F and BW are available (the detection is cached by the standard library).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 // The row kernels are written once, without branches on the data (a select per element, 64 units per
@@ -493,13 +483,13 @@ fn mask_row_in_place_portable<T: Scalar>(bits: &[u64], scale: &[T], x: &mut [T])
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn mask_row_avx512<T: Scalar>(bits: &[u64], scale: &[T], x: &[T], out: &mut [T]) {
     mask_row_portable(bits, scale, x, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn mask_row_in_place_avx512<T: Scalar>(bits: &[u64], scale: &[T], x: &mut [T]) {
     mask_row_in_place_portable(bits, scale, x)
 }
@@ -555,15 +545,12 @@ fn draw_rows<T: Scalar>(
     stream: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
+    if crate::cpu::avx512() {
         if let (Some(scale), Some(xr), Some(out)) = (as_f32(scale), as_f32(xr), as_f32_mut(o)) {
-            // SAFETY: the CPU has the instructions the kernel uses (checked at run time).
+            // SAFETY: `cpu::avx512()` checks every feature the kernel is compiled with.
             return unsafe { avx512::draw_rows_f32(rows, lanes, scale, xr, out, bits, stream) };
         }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512F/BW (checked at run time).
+        // SAFETY: as above.
         return unsafe { draw_rows_avx512(rows, scale, xr, o, bits) };
     }
     draw_rows_portable(rows, scale, xr, o, bits)
@@ -695,7 +682,7 @@ fn draw_rows_portable<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T], out:
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn draw_rows_avx512<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T], out: &mut [T], bits: &mut [u64]) {
     draw_rows_portable(rows, scale, x, out, bits)
 }
@@ -707,10 +694,6 @@ unsafe fn draw_rows_avx512<T: Scalar>(rows: &RowsDraw<'_>, scale: &[T], x: &[T],
 mod avx512 {
     use super::{mask_row_portable, task_rows, LaneThresholds, RowsDraw};
     use std::arch::x86_64::*;
-
-    pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("bmi2")
-    }
 
     /// Philox's constants and the ten round keys of one key, broadcast once per row.
     struct Rounds {
@@ -868,7 +851,7 @@ mod avx512 {
     /// cache (W2's backward writes 128 MiB): without the read-for-ownership of each output line,
     /// the pass moves 8 bytes per value instead of 12. Rows that do not start on a 64-byte
     /// boundary or hold a partial vector take the cached path.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
     pub unsafe fn mask_row_f32_stream(bits: &[u64], scale: &[f32], x: &[f32], out: &mut [f32]) {
         if !(out.as_ptr() as usize).is_multiple_of(64) || !out.len().is_multiple_of(16) {
             return mask_row_portable(bits, scale, x, out);
@@ -1010,7 +993,7 @@ mod tests {
         let (mut out_b, mut bits_b) = (vec![0.0; 2 * cols], vec![0u64; 6]);
         draw_rows_portable(&rows, &scale, &x, &mut out_a, &mut bits_a);
         #[cfg(target_arch = "x86_64")]
-        if has_avx512() {
+        if crate::cpu::detected_avx512() {
             unsafe { draw_rows_avx512(&rows, &scale, &x, &mut out_b, &mut bits_b) };
             assert_eq!((out_a, bits_a), (out_b, bits_b));
         }
@@ -1019,7 +1002,7 @@ mod tests {
     #[test]
     fn the_f32_intrinsics_kernel_equals_the_portable_one() {
         #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
+        if crate::cpu::detected_avx512() {
             for cols in [64, 150, 1024, 7] {
                 let n_rows = 3;
                 // keep 1 on some units, tiny keep on others, to reach both ends of the threshold rule
@@ -1052,7 +1035,7 @@ mod tests {
     #[test]
     fn the_streaming_mask_kernel_equals_the_cached_one() {
         #[cfg(target_arch = "x86_64")]
-        if avx512::available() {
+        if crate::cpu::detected_avx512() {
             for cols in [64usize, 1024, 160, 150] {
                 let bits: Vec<u64> =
                     (0..cols.div_ceil(64)).map(|g| 0x9E37_79B9_7F4A_7C15u64.rotate_left(g as u32 * 7)).collect();

@@ -2,15 +2,18 @@
 
 pub mod activation;
 pub mod bench;
+pub mod cpu;
 pub mod data;
 pub mod dropout;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod gemm;
 pub mod gradcheck;
-pub mod io;
 pub mod layer;
+pub mod limits;
 pub mod loss;
+pub mod model_file;
 pub mod network;
 pub mod optim;
 pub mod recipe;

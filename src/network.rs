@@ -115,6 +115,39 @@ impl Architecture {
     }
 }
 
+/// Checks unit counts (input first) against the limits of [`crate::limits`] before anything is
+/// allocated: every count in 1..=MAX_LAYER_UNITS, every weight matrix within MAX_TENSOR_ELEMENTS,
+/// all parameters together within MAX_NETWORK_PARAMS.
+pub fn check_sizes(sizes: &[usize]) -> Result<()> {
+    use crate::limits::{MAX_LAYERS, MAX_LAYER_UNITS, MAX_NETWORK_PARAMS, MAX_TENSOR_ELEMENTS};
+    if sizes.len() < 2 || sizes.len() > MAX_LAYERS + 1 {
+        return Err(Error::Config(format!(
+            "a network has 1 to {MAX_LAYERS} layers, not {}",
+            sizes.len().saturating_sub(1)
+        )));
+    }
+    if let Some((l, &n)) = sizes.iter().enumerate().find(|(_, &n)| n == 0 || n > MAX_LAYER_UNITS) {
+        return Err(Error::Config(format!("layer size {n} (position {l}) is outside 1..={MAX_LAYER_UNITS}")));
+    }
+    let mut total = 0usize;
+    for pair in sizes.windows(2) {
+        let weights = pair[0] * pair[1]; // both ≤ 2^24: no overflow on 64-bit
+        if weights > MAX_TENSOR_ELEMENTS {
+            return Err(Error::Config(format!(
+                "a {}x{} weight matrix has more than {MAX_TENSOR_ELEMENTS} values",
+                pair[1], pair[0]
+            )));
+        }
+        total += weights + pair[1];
+    }
+    if total > MAX_NETWORK_PARAMS {
+        return Err(Error::Config(format!(
+            "{total} parameters, more than the {MAX_NETWORK_PARAMS} a network may have"
+        )));
+    }
+    Ok(())
+}
+
 /// One parameter tensor and its gradient, as the optimizer and the gradient check see it.
 pub struct Param<'a, T: Scalar> {
     /// `layers.N.weight` or `layers.N.bias`, N counting dense layers from 0 (PyTorch's names).
@@ -148,6 +181,7 @@ impl<T: Scalar> Network<T> {
                 arch.keep.len()
             )));
         }
+        check_sizes(&arch.sizes)?;
         let mut dense = Vec::with_capacity(layers);
         for l in 0..layers {
             let (inputs, outputs) = (arch.sizes[l], arch.sizes[l + 1]);
@@ -159,7 +193,8 @@ impl<T: Scalar> Network<T> {
             }
             let sigma = arch.init.sigma(inputs, outputs);
             let mut rng = StreamRng::new(seed, Stream::Init, l as u32, 0);
-            let weight = Matrix::from_fn(outputs, inputs, |_, _| T::from_f64(sigma * rng.normal()));
+            let mut weight = Matrix::try_zeros(outputs, inputs)?;
+            weight.as_mut_slice().iter_mut().for_each(|w| *w = T::from_f64(sigma * rng.normal()));
             let dropout = Dropout::new(arch.keep[l].clone(), arch.scaling);
             dense.push(Dense::new(weight, vec![T::ZERO; outputs], arch.activations[l], dropout)?);
         }
@@ -200,6 +235,11 @@ impl<T: Scalar> Network<T> {
 
     pub fn outputs(&self) -> usize {
         self.layers[self.layers.len() - 1].outputs()
+    }
+
+    /// Units of the widest layer input or output (what a batch's largest activation holds per row).
+    pub fn widest_layer(&self) -> usize {
+        self.layers.iter().map(|l| l.inputs().max(l.outputs())).max().unwrap_or(0)
     }
 
     /// The output of the last forward pass.

@@ -323,15 +323,15 @@ pub fn update_rows(
 /// run time (the loops are written as zipped iterators so that both builds vectorise them).
 fn update_chunk(w: &mut [f32], g: &[f32], v: &mut [f32], s: &mut [f32], p: &StepParams, lambda: f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked just above).
+    if crate::cpu::avx512() {
+        // SAFETY: `cpu::avx512()` checks every feature the function is compiled with.
         return unsafe { update_chunk_avx512(w, g, v, s, p, lambda) };
     }
     update_chunk_portable(w, g, v, s, p, lambda)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn update_chunk_avx512(w: &mut [f32], g: &[f32], v: &mut [f32], s: &mut [f32], p: &StepParams, lambda: f32) {
     update_chunk_portable(w, g, v, s, p, lambda)
 }
@@ -398,6 +398,26 @@ impl Optimizer {
     pub fn new(config: OptimConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self { config, slots: Vec::new(), t: 0 })
+    }
+
+    /// Zeroed state for every parameter tensor of `net` that has none of its size yet, allocated
+    /// here (an error when the memory cannot be had) rather than inside the first step.
+    pub fn fit_slots(&mut self, net: &Network<f32>) -> Result<()> {
+        let params = net.params();
+        self.slots.resize_with(params.len(), Slots::default);
+        for (slots, p) in self.slots.iter_mut().zip(&params) {
+            let len = p.value.len();
+            if slots.first.len() != len || slots.second.len() != len {
+                let mut first = Vec::new();
+                let mut second = Vec::new();
+                for v in [&mut first, &mut second] {
+                    crate::files::reserve(v, len, || format!("the optimizer state of {}", p.name))?;
+                    v.resize(len, 0.0);
+                }
+                *slots = Slots { first, second };
+            }
+        }
+        Ok(())
     }
 
     /// Starts update t + 1 of a network with `tensors` parameter tensors: its hyper-parameters.

@@ -1,13 +1,37 @@
-//! Training options, as `dropnet train` flags and as TOML recipes (`--recipe FILE`); a flag given
-//! on the command line overrides the recipe's value. A recipe key that is not an option is an error.
+//! Training options, as `dropnet train` flags and as TOML recipes (`--recipe FILE`): their
+//! defaults, the rules that refuse contradictory or ineffective combinations, and the networks,
+//! optimizers and states they describe.
+//!
+//! A flag given on the command line overrides the recipe's value (`--keep` and `--keep-file`
+//! replace each other). A recipe key that is not an option is an error. Messages name an option
+//! as the user gave it: `--keep`, or `keep (in recipes/x.toml)`.
 
 use crate::activation::Activation;
-use crate::dropout::Scaling;
-use crate::error::{file_error, io_error, Error, Result};
+use crate::dropout::{Keep, Scaling};
+use crate::error::{file_error, Error, Result};
+use crate::files::read_text_bounded;
+use crate::limits::MAX_TEXT_FILE_BYTES;
 use crate::loss::Loss;
+use crate::network::{check_sizes, Architecture, Init, Network};
 use crate::optim::{LrSchedule, Method, OptimConfig};
+use crate::train::TrainState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Every default of `dropnet train`, in one place.
+pub mod defaults {
+    pub const ARCH: &str = "784-1024-1024-10";
+    /// Keep probability of the network's input, and of every hidden layer's output.
+    pub const KEEP_INPUT: f64 = 0.8;
+    pub const KEEP_HIDDEN: f64 = 0.5;
+    pub const EPOCHS: usize = 10;
+    pub const BATCH: usize = 128;
+    pub const VAL: usize = 0;
+    pub const LABEL_COL: &str = "0";
+    pub const OUT: &str = "model.safetensors";
+    /// The seed used when none is given (printed, so that a run can be repeated).
+    pub const SEED: u64 = 20260522;
+}
 
 /// Every option of `dropnet train`. `None` means "not given" (then the recipe's value, then the
 /// default applies).
@@ -104,102 +128,374 @@ pub struct TrainOptions {
     pub plot: Option<PathBuf>,
 }
 
-/// The seed used when none is given (printed, so that a run can be repeated).
-pub const DEFAULT_SEED: u64 = 20260522;
+/// Calls `$m!($($args)*; field, field, ...)` with every field of [`TrainOptions`], so that the
+/// list is written once (a test checks it against the flags clap knows).
+macro_rules! with_option_fields {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)*; data, test_data, label_col, standardize, arch, keep, keep_file, scaling, activation,
+            loss, init, val, epochs, batch, optimizer, lr, lr_schedule, momentum, momentum_start,
+            momentum_ramp_epochs, scale_lr_by_momentum, weight_decay, max_norm, patience, seed, out,
+            checkpoint_every, log, plot)
+    };
+}
 
-macro_rules! overlay {
+macro_rules! overlay_fields {
     ($base:ident, $over:ident; $($field:ident),*) => {
         TrainOptions { $($field: $over.$field.or($base.$field)),* }
     };
 }
 
+macro_rules! given_fields {
+    ($options:ident; $($field:ident),*) => {{
+        let mut given: Vec<&'static str> = Vec::new();
+        $(if $options.$field.is_some() { given.push(stringify!($field)); })*
+        given
+    }};
+}
+
+/// The options `dropnet train --resume` accepts besides `--json` and `--threads`: how long to go
+/// on and where to write. Everything else is defined by the model file.
+pub const RESUME_OPTIONS: [&str; 6] = ["epochs", "patience", "checkpoint_every", "out", "log", "plot"];
+
+/// `--lr-schedule` for the field `lr_schedule`.
+pub fn flag_of(field: &str) -> String {
+    format!("--{}", field.replace('_', "-"))
+}
+
 impl TrainOptions {
-    /// Read a TOML recipe.
+    /// Read a TOML recipe (a regular file of at most [`MAX_TEXT_FILE_BYTES`]).
     pub fn from_recipe(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-        toml::from_str(&text).map_err(|e| file_error(path, format!("bad recipe: {}", e.message())))
+        Self::from_toml(&read_text_bounded(path, MAX_TEXT_FILE_BYTES)?, path)
     }
 
-    /// `self` with every option that `over` gives replaced by `over`'s value.
+    /// Parse the text of a TOML recipe; `origin` names it in messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| file_error(origin, format!("bad recipe: {}", e.message())))
+    }
+
+    /// `self` with every option that `over` gives replaced by `over`'s value. `keep` and
+    /// `keep_file` say the same thing: when `over` gives either, `self`'s two are dropped.
     pub fn overlay(self, over: TrainOptions) -> TrainOptions {
-        let base = self;
-        overlay!(base, over; data, test_data, label_col, standardize, arch, keep, keep_file, scaling, activation,
-            loss, init, val, epochs, batch, optimizer, lr, lr_schedule, momentum, momentum_start,
-            momentum_ramp_epochs, scale_lr_by_momentum, weight_decay, max_norm, patience, seed, out,
-            checkpoint_every, log, plot)
+        let mut base = self;
+        if over.keep.is_some() || over.keep_file.is_some() {
+            (base.keep, base.keep_file) = (None, None);
+        }
+        with_option_fields!(overlay_fields!(base, over))
     }
 
-    /// Layer sizes from `--arch` ("784-1024-1024-10").
+    /// The fields these options give (not `None`), in declaration order.
+    pub fn given(&self) -> Vec<&'static str> {
+        let options = self;
+        with_option_fields!(given_fields!(options))
+    }
+}
+
+/// Options of one run with where each came from: the command line, or a recipe.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub values: TrainOptions,
+    recipe: Option<PathBuf>,
+    from_recipe: Vec<&'static str>,
+}
+
+impl Options {
+    /// The command line's options over the recipe's (when there is one).
+    pub fn new(command_line: TrainOptions, recipe: Option<&Path>) -> Result<Self> {
+        let Some(path) = recipe else {
+            return Ok(Self { values: command_line, recipe: None, from_recipe: Vec::new() });
+        };
+        let from_file = TrainOptions::from_recipe(path)?;
+        let values = from_file.overlay(command_line.clone());
+        let given = command_line.given();
+        let from_recipe = values.given().into_iter().filter(|f| !given.contains(f)).collect();
+        Ok(Self { values, recipe: Some(path.to_path_buf()), from_recipe })
+    }
+
+    /// How the user gave option `field`: `--keep`, or `keep (in r.toml)`.
+    pub fn name(&self, field: &str) -> String {
+        match &self.recipe {
+            Some(recipe) if self.from_recipe.contains(&field) => {
+                format!("{} (in {})", field.replace('_', "-"), recipe.display())
+            }
+            _ => flag_of(field),
+        }
+    }
+
+    fn error(&self, field: &str, message: impl std::fmt::Display) -> Error {
+        Error::Config(format!("{} {message}", self.name(field)))
+    }
+
+    /// Refuse options that contradict each other or would have no effect (a new run).
+    pub fn check_new_run(&self) -> Result<()> {
+        let v = &self.values;
+        if v.keep.is_some() && v.keep_file.is_some() {
+            return Err(Error::Config(format!(
+                "{} and {} both set the keep probabilities: give one",
+                self.name("keep"),
+                self.name("keep_file")
+            )));
+        }
+        if v.patience.is_some() && v.val.unwrap_or(defaults::VAL) == 0 {
+            return Err(self.error("patience", "needs --val N: early stopping watches the validation error"));
+        }
+        if v.patience == Some(0) {
+            return Err(self.error("patience", "must be at least 1"));
+        }
+        if v.checkpoint_every == Some(0) {
+            return Err(self.error("checkpoint_every", "must be at least 1"));
+        }
+        if v.epochs == Some(0) {
+            return Err(self.error("epochs", "is 0: the run would train nothing"));
+        }
+        let method = v.optimizer.unwrap_or(OptimConfig::default().method);
+        if !matches!(method, Method::Sgd | Method::Nesterov) {
+            for field in ["momentum", "momentum_start", "momentum_ramp_epochs", "scale_lr_by_momentum"] {
+                if with_option_fields!(given_fields!(v)).contains(&field) {
+                    return Err(self.error(
+                        field,
+                        format!("has no effect with --optimizer {method:?} (only sgd and nesterov use momentum)")
+                            .to_lowercase(),
+                    ));
+                }
+            }
+        }
+        match (v.momentum_start, v.momentum_ramp_epochs) {
+            (Some(_), None) | (Some(_), Some(0)) => {
+                return Err(
+                    self.error("momentum_start", "needs --momentum-ramp-epochs N (at least 1): the ramp's length")
+                )
+            }
+            (None, Some(_)) => {
+                return Err(self.error("momentum_ramp_epochs", "needs --momentum-start: where the ramp begins"))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuse every option but [`RESUME_OPTIONS`]: the file defines the run.
+    pub fn check_resume(&self) -> Result<()> {
+        if let Some(recipe) = &self.recipe {
+            return Err(Error::Config(format!(
+                "--recipe {} cannot be used with --resume: the model file defines the run",
+                recipe.display()
+            )));
+        }
+        if let Some(field) = self.values.given().into_iter().find(|f| !RESUME_OPTIONS.contains(f)) {
+            let allowed: Vec<String> = RESUME_OPTIONS.iter().map(|f| flag_of(f)).collect();
+            return Err(Error::Config(format!(
+                "{} cannot be used with --resume: the model file defines the run (only {}, --json and --threads may be given)",
+                flag_of(field),
+                allowed.join(", ")
+            )));
+        }
+        if self.values.checkpoint_every == Some(0) {
+            return Err(self.error("checkpoint_every", "must be at least 1"));
+        }
+        if self.values.patience == Some(0) {
+            return Err(self.error("patience", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Layer sizes from `arch` ("784-1024-1024-10"), checked against the limits.
     pub fn sizes(&self) -> Result<Vec<usize>> {
-        let text = self.arch.as_deref().unwrap_or("784-1024-1024-10");
-        text.split('-')
-            .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        let text = self.values.arch.as_deref().unwrap_or(defaults::ARCH);
+        let sizes = text
+            .split('-')
+            .map(|s| s.trim().parse::<usize>().ok())
             .collect::<Option<Vec<_>>>()
             .filter(|v| v.len() >= 2)
-            .ok_or_else(|| Error::Config(format!("--arch '{text}' is not a list of unit counts like 784-1024-10")))
+            .ok_or_else(|| self.error("arch", format!("'{text}' is not a list of unit counts like 784-1024-10")))?;
+        check_sizes(&sizes).map_err(|e| self.error("arch", format!("'{text}': {e}")))?;
+        Ok(sizes)
+    }
+
+    /// A new network from the options: architecture, keep probabilities, activation, init.
+    pub fn network(&self) -> Result<Network<f32>> {
+        let v = &self.values;
+        let sizes = self.sizes()?;
+        let layers = sizes.len() - 1;
+        let keep: Vec<Vec<f64>> = match (&v.keep_file, &v.keep) {
+            (Some(file), _) => read_keep_file(file, &sizes)?,
+            (None, Some(keep)) if keep.len() == layers => keep.iter().zip(&sizes).map(|(&p, &n)| vec![p; n]).collect(),
+            (None, Some(keep)) => {
+                return Err(self.error(
+                    "keep",
+                    format!(
+                        "has {} values for the {layers} dense layers of {} {}",
+                        keep.len(),
+                        self.name("arch"),
+                        v.arch.as_deref().unwrap_or(defaults::ARCH)
+                    ),
+                ));
+            }
+            (None, None) => (0..layers)
+                .map(|l| vec![if l == 0 { defaults::KEEP_INPUT } else { defaults::KEEP_HIDDEN }; sizes[l]])
+                .collect(),
+        };
+        let keep = keep
+            .into_iter()
+            .enumerate()
+            .map(|(l, values)| Keep::of_layer(values, l))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| {
+                Error::Config(format!("{}: {e}", self.name(if v.keep_file.is_some() { "keep_file" } else { "keep" })))
+            })?;
+        let hidden = v.activation.unwrap_or(Activation::Relu);
+        let mut activations = vec![hidden; layers];
+        activations[layers - 1] = Activation::Identity;
+        let init = match v.init.as_deref() {
+            None => Init::for_activation(hidden),
+            Some("he") => Init::He,
+            Some("glorot") => Init::Glorot,
+            Some(sigma) => match sigma.parse::<f64>() {
+                Ok(s) if s > 0.0 && s.is_finite() => Init::Normal(s),
+                _ => return Err(self.error("init", format!("'{sigma}': expected he, glorot or a positive σ"))),
+            },
+        };
+        let arch = Architecture { sizes, activations, keep, scaling: v.scaling.unwrap_or(Scaling::Inverted), init };
+        Network::new(&arch, v.seed.unwrap_or(defaults::SEED))
     }
 
     /// The optimizer settings these options describe.
     pub fn optim_config(&self) -> Result<OptimConfig> {
+        let v = &self.values;
         let d = OptimConfig::default();
         let config = OptimConfig {
-            method: self.optimizer.unwrap_or(d.method),
-            lr: self.lr.unwrap_or(d.lr),
-            lr_schedule: parse_schedule(self.lr_schedule.as_deref().unwrap_or("constant"))?,
-            momentum: self.momentum.unwrap_or(d.momentum),
-            momentum_start: self.momentum_start,
-            momentum_ramp_epochs: self.momentum_ramp_epochs.unwrap_or(0),
-            scale_lr_by_momentum: self.scale_lr_by_momentum.unwrap_or(false),
-            weight_decay: self.weight_decay.unwrap_or(0.0),
-            max_norm: self.max_norm,
+            method: v.optimizer.unwrap_or(d.method),
+            lr: v.lr.unwrap_or(d.lr),
+            lr_schedule: parse_schedule(v.lr_schedule.as_deref().unwrap_or("constant"))
+                .map_err(|e| self.error("lr_schedule", e))?,
+            momentum: v.momentum.unwrap_or(d.momentum),
+            momentum_start: v.momentum_start,
+            momentum_ramp_epochs: v.momentum_ramp_epochs.unwrap_or(0),
+            scale_lr_by_momentum: v.scale_lr_by_momentum.unwrap_or(false),
+            weight_decay: v.weight_decay.unwrap_or(0.0),
+            max_norm: v.max_norm,
             ..d
         };
         config.validate()?;
         Ok(config)
     }
+
+    /// The state a new run starts from.
+    pub fn train_state(&self) -> Result<TrainState> {
+        let v = &self.values;
+        Ok(TrainState::new(
+            v.batch.unwrap_or(defaults::BATCH),
+            v.val.unwrap_or(defaults::VAL),
+            v.standardize.unwrap_or(false),
+            v.patience,
+            self.optim_config()?,
+        ))
+    }
 }
 
 /// `constant`, `exp:GAMMA`, `inv:DECAY`, `step:EVERY:GAMMA`.
-pub fn parse_schedule(text: &str) -> Result<LrSchedule> {
+pub fn parse_schedule(text: &str) -> std::result::Result<LrSchedule, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let num = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
     let schedule = match parts.as_slice() {
         ["constant"] => Some(LrSchedule::Constant),
         ["exp", g] => num(g).map(|gamma| LrSchedule::Exponential { gamma }),
         ["inv", d] => num(d).map(|decay| LrSchedule::InverseT { decay }),
-        ["step", e, g] => e.parse().ok().zip(num(g)).map(|(every, gamma)| LrSchedule::Step { every, gamma }),
+        ["step", e, g] => {
+            e.parse().ok().filter(|&e| e > 0).zip(num(g)).map(|(every, gamma)| LrSchedule::Step { every, gamma })
+        }
         _ => None,
     };
-    schedule.ok_or_else(|| {
-        Error::Config(format!("--lr-schedule '{text}': expected constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA"))
-    })
+    schedule.ok_or_else(|| format!("'{text}': expected constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA"))
 }
 
-/// Keep probabilities per dense layer from a JSON file: each entry a number (the whole layer) or an
-/// array (one per unit).
+/// Keep probabilities per dense layer from a JSON file (a regular file of at most
+/// [`MAX_TEXT_FILE_BYTES`]): each entry a number (the whole layer) or an array (one per unit).
 pub fn read_keep_file(path: &Path, sizes: &[usize]) -> Result<Vec<Vec<f64>>> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    parse_keep_file(&read_text_bounded(path, MAX_TEXT_FILE_BYTES)?, path, sizes)
+}
+
+/// [`read_keep_file`] on text; `origin` names it in messages. Values are checked by [`Keep`].
+pub fn parse_keep_file(text: &str, origin: &Path, sizes: &[usize]) -> Result<Vec<Vec<f64>>> {
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| file_error(path, format!("not valid JSON ({e})")))?;
+        serde_json::from_str(text).map_err(|e| file_error(origin, format!("not valid JSON ({e})")))?;
     let entries =
-        value.as_array().ok_or_else(|| file_error(path, "expected a JSON array, one entry per dense layer"))?;
-    if entries.len() != sizes.len() - 1 {
-        return Err(file_error(path, format!("{} entries for {} dense layers", entries.len(), sizes.len() - 1)));
+        value.as_array().ok_or_else(|| file_error(origin, "expected a JSON array, one entry per dense layer"))?;
+    let layers = sizes.len().saturating_sub(1);
+    if entries.len() != layers {
+        return Err(file_error(origin, format!("{} entries for {layers} dense layers", entries.len())));
     }
     entries
         .iter()
         .zip(sizes)
         .enumerate()
         .map(|(l, (entry, &units))| match entry {
-            serde_json::Value::Number(n) => Ok(vec![n.as_f64().unwrap_or(f64::NAN); units]),
+            serde_json::Value::Number(n) => {
+                let p = n
+                    .as_f64()
+                    .filter(|p| p.is_finite())
+                    .ok_or_else(|| file_error(origin, format!("layer {l}: {n} is not a keep probability")))?;
+                Keep::uniform(p, 1).map_err(|e| file_error(origin, format!("layer {l}: {e}")))?;
+                Ok(vec![p; units])
+            }
             serde_json::Value::Array(values) if values.len() == units => values
                 .iter()
-                .map(|v| v.as_f64().ok_or_else(|| file_error(path, format!("layer {l}: {v} is not a number"))))
+                .map(|v| v.as_f64().ok_or_else(|| file_error(origin, format!("layer {l}: {v} is not a number"))))
                 .collect(),
             serde_json::Value::Array(values) => {
-                Err(file_error(path, format!("layer {l} has {units} input units but {} keep values", values.len())))
+                Err(file_error(origin, format!("layer {l} has {units} input units but {} keep values", values.len())))
             }
-            other => Err(file_error(path, format!("layer {l}: {other} is neither a number nor an array"))),
+            other => Err(file_error(origin, format!("layer {l}: {other} is neither a number nor an array"))),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Args;
+
+    #[test]
+    fn the_field_list_names_every_flag() {
+        let cmd = TrainOptions::augment_args(clap::Command::new("t"));
+        let mut flags: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
+        let mut listed: Vec<String> = {
+            let all = TrainOptions::default();
+            let _ = all.given();
+            macro_rules! names { ($($field:ident),*) => { vec![$(stringify!($field).to_string()),*] }; }
+            macro_rules! list { (; $($field:ident),*) => { names!($($field),*) }; }
+            with_option_fields!(list!())
+        };
+        flags.sort();
+        listed.sort();
+        assert_eq!(flags, listed);
+    }
+
+    #[test]
+    fn a_command_line_keep_file_replaces_a_recipe_keep() {
+        let recipe = TrainOptions { keep: Some(vec![0.8, 0.5]), epochs: Some(3), ..Default::default() };
+        let cli = TrainOptions { keep_file: Some("k.json".into()), ..Default::default() };
+        let merged = recipe.overlay(cli);
+        assert_eq!((merged.keep, merged.keep_file, merged.epochs), (None, Some("k.json".into()), Some(3)));
+    }
+
+    #[test]
+    fn messages_name_the_option_where_it_was_given() {
+        let options = Options {
+            values: TrainOptions { keep: Some(vec![0.8]), arch: Some("4-3-2".into()), ..Default::default() },
+            recipe: Some("r.toml".into()),
+            from_recipe: vec!["keep"],
+        };
+        let err = options.network().unwrap_err().to_string();
+        assert!(err.starts_with("keep (in r.toml) has 1 values") && err.contains("--arch 4-3-2"), "{err}");
+    }
+
+    #[test]
+    fn huge_architectures_are_refused_before_anything_is_allocated() {
+        let options = Options {
+            values: TrainOptions { arch: Some("1-4611686018427387904".into()), ..Default::default() },
+            ..Default::default()
+        };
+        let err = options.network().unwrap_err().to_string();
+        assert!(err.contains("--arch") && err.contains("outside 1..="), "{err}");
+    }
 }

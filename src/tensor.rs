@@ -5,7 +5,7 @@
 //! The product is dropnet's own ([`crate::gemm`]); a transposed operand is the same buffer read
 //! with swapped strides, so `dzᵀ·ã` and `dz·W` in backward cost no copy outside the packing.
 
-use crate::error::{shape, Result};
+use crate::error::{shape, Error, Result};
 use std::alloc::{self, Layout};
 use std::fmt;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -109,19 +109,23 @@ unsafe impl<T: Scalar> Send for AlignedBuf<T> {}
 unsafe impl<T: Scalar> Sync for AlignedBuf<T> {}
 
 impl<T: Scalar> AlignedBuf<T> {
-    fn layout(len: usize) -> Layout {
-        Layout::from_size_align(len * std::mem::size_of::<T>(), ALIGN).expect("matrix too large")
+    /// The layout of `len` elements, or `None` when its size does not fit in `isize`.
+    fn layout(len: usize) -> Option<Layout> {
+        Layout::array::<T>(len).ok()?.align_to(ALIGN).ok()
     }
 
-    fn zeros(len: usize) -> Self {
+    /// `len` zeros, or an error when the size overflows or the memory cannot be had.
+    fn try_zeros(len: usize) -> Result<Self> {
         if len == 0 {
-            return Self { ptr: std::ptr::NonNull::dangling(), len };
+            return Ok(Self { ptr: std::ptr::NonNull::dangling(), len });
         }
-        let layout = Self::layout(len);
+        let bytes = len.saturating_mul(std::mem::size_of::<T>());
+        let out_of_memory = || Error::OutOfMemory { what: format!("a matrix of {len} values"), bytes };
+        let layout = Self::layout(len).ok_or_else(out_of_memory)?;
         // SAFETY: layout has non-zero size; all-zero bytes are 0.0 for f32 and f64.
         let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut T;
-        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        Self { ptr, len }
+        let ptr = std::ptr::NonNull::new(raw).ok_or_else(out_of_memory)?;
+        Ok(Self { ptr, len })
     }
 
     fn as_slice(&self) -> &[T] {
@@ -138,15 +142,16 @@ impl<T: Scalar> AlignedBuf<T> {
 impl<T: Scalar> Drop for AlignedBuf<T> {
     fn drop(&mut self) {
         if self.len != 0 {
-            // SAFETY: allocated in `zeros` with exactly this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, Self::layout(self.len)) }
+            let layout = Self::layout(self.len).expect("the layout `try_zeros` allocated with");
+            // SAFETY: allocated in `try_zeros` with exactly this layout.
+            unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout) }
         }
     }
 }
 
 impl<T: Scalar> Clone for AlignedBuf<T> {
     fn clone(&self) -> Self {
-        let mut copy = Self::zeros(self.len);
+        let mut copy = Self::try_zeros(self.len).unwrap_or_else(|e| panic!("cannot copy a matrix: {e}"));
         copy.as_mut_slice().copy_from_slice(self.as_slice());
         copy
     }
@@ -161,9 +166,22 @@ pub struct Matrix<T: Scalar> {
 }
 
 impl<T: Scalar> Matrix<T> {
-    /// A `rows × cols` matrix of zeros.
+    /// A `rows × cols` matrix of zeros. For sizes the program chose (a layer's workspace); sizes
+    /// that come from a file or a flag go through [`Matrix::try_zeros`].
+    ///
+    /// # Panics
+    /// When `rows · cols` values do not fit in memory.
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Self { rows, cols, buf: AlignedBuf::zeros(rows * cols) }
+        Self::try_zeros(rows, cols).unwrap_or_else(|e| panic!("Matrix::zeros({rows}, {cols}): {e}"))
+    }
+
+    /// A `rows × cols` matrix of zeros, or an error when the size overflows or the memory cannot
+    /// be had.
+    pub fn try_zeros(rows: usize, cols: usize) -> Result<Self> {
+        let len = rows
+            .checked_mul(cols)
+            .ok_or_else(|| shape("Matrix::try_zeros", format!("{rows}x{cols} values overflow the address space")))?;
+        Ok(Self { rows, cols, buf: AlignedBuf::try_zeros(len)? })
     }
 
     /// A matrix holding `data` (row-major, `rows * cols` values).
@@ -173,10 +191,10 @@ impl<T: Scalar> Matrix<T> {
 
     /// A matrix holding a copy of `data` (row-major, `rows * cols` values).
     pub fn from_slice(rows: usize, cols: usize, data: &[T]) -> Result<Self> {
-        if data.len() != rows * cols {
+        if rows.checked_mul(cols) != Some(data.len()) {
             return Err(shape("Matrix::from_slice", format!("{} values cannot fill {rows}x{cols}", data.len())));
         }
-        let mut m = Self::zeros(rows, cols);
+        let mut m = Self::try_zeros(rows, cols)?;
         m.as_mut_slice().copy_from_slice(data);
         Ok(m)
     }
@@ -235,8 +253,9 @@ impl<T: Scalar> Matrix<T> {
     /// The contents are unspecified afterwards (callers overwrite them). This is how layers keep
     /// their workspaces: allocated on the first batch of a size, reused on every later one.
     pub fn ensure_shape(&mut self, rows: usize, cols: usize) {
-        if self.buf.len != rows * cols {
-            self.buf = AlignedBuf::zeros(rows * cols);
+        let len = rows.checked_mul(cols).unwrap_or_else(|| panic!("ensure_shape({rows}, {cols}) overflows"));
+        if self.buf.len != len {
+            self.buf = AlignedBuf::try_zeros(len).unwrap_or_else(|e| panic!("ensure_shape({rows}, {cols}): {e}"));
         }
         self.rows = rows;
         self.cols = cols;

@@ -1,13 +1,16 @@
 //! The training loop: epochs of shuffled mini-batches, one optimizer step per batch, evaluation
-//! after every epoch, early stopping, and a stop with an error when the loss stops being finite.
+//! after every epoch, early stopping, a stop when the loss diverges, and a stop between two steps
+//! when the caller asks for one (an interrupted run).
 //!
 //! Everything random is addressed, not drawn from a running generator: the order of epoch e is
 //! permutation e of the shuffle stream, the masks of step s are those of address (seed, layer, s).
-//! So a run resumed from the state saved after epoch e continues exactly as if it had not stopped.
+//! So a run resumed from its saved state, even one saved in the middle of an epoch, continues
+//! exactly as if it had not stopped.
 
-use crate::data::{epoch_order, Dataset, Splits};
+use crate::data::{epoch_order, Dataset, Source, Splits};
 use crate::error::{Error, Result};
 use crate::eval::{argmax, evaluate, loss_on_labels};
+use crate::limits::{MAX_BATCH, MAX_TENSOR_ELEMENTS};
 use crate::loss::Loss;
 use crate::network::{Mode, Network};
 use crate::optim::{OptimConfig, Optimizer};
@@ -32,8 +35,60 @@ pub struct EpochReport {
     pub samples_per_s: f64,
 }
 
-/// The state of a run after its last completed epoch: enough, with the weights and optimizer
-/// slots, to continue it bit for bit. Stored as JSON in model files (`training` metadata).
+/// The steps of an epoch that an interrupted run completed, and their running sums.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Steps of the epoch done (the next one to run is this index of the epoch's order).
+    pub steps_done: usize,
+    /// Σ batch loss · batch size over those steps.
+    pub loss_sum: f64,
+    /// Examples misclassified in those steps.
+    pub wrong: usize,
+    /// Seconds those steps took.
+    pub seconds: f64,
+}
+
+/// The rule that stops a run whose loss runs away: a batch loss that is not finite, or a loss
+/// that, smoothed over about ten steps, exceeds [`DivergenceWatch::FACTOR`] times the run's first
+/// batch loss (that is, the loss of the initial weights).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DivergenceWatch {
+    /// The first batch loss of the run.
+    pub first_loss: f64,
+    /// Exponential moving average of the batch loss, weight [`DivergenceWatch::WEIGHT`] on the newest.
+    pub smoothed_loss: f64,
+}
+
+impl DivergenceWatch {
+    /// How far above its start the smoothed loss may climb.
+    pub const FACTOR: f64 = 100.0;
+    /// The weight of the newest batch in the smoothed loss (about ten steps of memory).
+    pub const WEIGHT: f64 = 0.1;
+    /// The smallest first loss the bound is taken from (a run that starts almost perfect is held
+    /// to 100 · 1e-3, not to a bound it cannot help crossing).
+    pub const FLOOR: f64 = 1e-3;
+
+    /// Take in one batch loss; `Some(reason)` when the run has diverged.
+    pub fn observe(watch: &mut Option<Self>, loss: f64) -> Option<String> {
+        if !loss.is_finite() {
+            return Some(format!("the batch loss is {loss}"));
+        }
+        let w = watch.get_or_insert(Self { first_loss: loss, smoothed_loss: loss });
+        w.smoothed_loss = (1.0 - Self::WEIGHT) * w.smoothed_loss + Self::WEIGHT * loss;
+        let bound = Self::FACTOR * w.first_loss.max(Self::FLOOR);
+        (w.smoothed_loss > bound).then(|| {
+            format!(
+                "the loss, smoothed over the last steps, is {:.4e}: more than {} times the first batch's {:.4e}",
+                w.smoothed_loss,
+                Self::FACTOR,
+                w.first_loss
+            )
+        })
+    }
+}
+
+/// The state of a run: enough, with the weights and optimizer slots, to continue it bit for bit.
+/// Stored as JSON in model files (`training` metadata); its floats read back exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     pub epochs_done: usize,
@@ -49,6 +104,18 @@ pub struct TrainState {
     pub optimizer: OptimConfig,
     pub best_val_error: Option<f64>,
     pub epochs_since_best: usize,
+    /// The epochs the run was asked for (a resumed run goes on to this total unless told otherwise).
+    #[serde(default)]
+    pub target_epochs: Option<usize>,
+    /// The data the run trains on (absolute paths): a resumed run reads it again.
+    #[serde(default)]
+    pub data: Option<Source>,
+    /// Set when the run stopped between two steps of an epoch.
+    #[serde(default)]
+    pub partial_epoch: Option<PartialEpoch>,
+    /// The divergence rule's memory (set from the first step on).
+    #[serde(default)]
+    pub divergence: Option<DivergenceWatch>,
     pub history: Vec<EpochReport>,
 }
 
@@ -64,8 +131,37 @@ impl TrainState {
             optimizer,
             best_val_error: None,
             epochs_since_best: 0,
+            target_epochs: None,
+            data: None,
+            partial_epoch: None,
+            divergence: None,
             history: Vec::new(),
         }
+    }
+
+    /// Whether the state is one a run can be in (what a model file's `training` must satisfy).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(format!("batch {} is outside 1..={MAX_BATCH}", self.batch));
+        }
+        self.optimizer.validate().map_err(|e| e.to_string())?;
+        if self.history.len() != self.epochs_done {
+            return Err(format!("{} epochs done but {} in the history", self.epochs_done, self.history.len()));
+        }
+        if self.patience == Some(0) {
+            return Err("patience 0".into());
+        }
+        if let Some(p) = &self.partial_epoch {
+            if p.steps_done == 0 || !(p.loss_sum.is_finite() && p.seconds.is_finite()) {
+                return Err("the position inside the epoch is invalid".into());
+            }
+        }
+        if let Some(w) = &self.divergence {
+            if !(w.first_loss.is_finite() && w.smoothed_loss.is_finite()) {
+                return Err("the divergence rule's losses are not finite".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -75,15 +171,33 @@ pub trait Observer {
     fn step(&mut self, _epoch: usize, _done: usize, _total: usize, _loss: f64) {}
     /// After each epoch, with the model and state as they now are (to log, plot or checkpoint).
     fn epoch(&mut self, report: &EpochReport, net: &Network<f32>, opt: &Optimizer, state: &TrainState) -> Result<()>;
+    /// Asked before every step: true ends the run there ([`Stop::Interrupted`]).
+    fn interrupted(&self) -> bool {
+        false
+    }
+}
+
+/// A run that stopped because its loss ran away.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    /// 1-based epoch of the step.
+    pub epoch: usize,
+    pub step: u64,
+    pub reason: String,
 }
 
 /// Why training ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Stop {
     /// All epochs ran.
     Finished,
     /// The validation error did not improve for `patience` epochs.
     EarlyStopped,
+    /// The observer asked to stop; the state records where (in `partial_epoch` when inside one).
+    Interrupted,
+    /// The loss or the parameters stopped being usable. The network, optimizer and state are
+    /// those of the failing step: the last good ones are whatever was saved before.
+    Diverged(Divergence),
 }
 
 /// The buffers of a training step: sized on the first batch, reused by every later one.
@@ -97,7 +211,7 @@ pub struct StepBuffers {
 
 /// One optimizer step on the examples at `indices`: forward in training mode with the masks of
 /// `step`, loss, backward, update. Returns the batch loss and the number misclassified; a loss that
-/// is not finite stops here, before the update, with [`Error::Diverged`].
+/// is not finite is returned before any update is made.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &mut Network<f32>,
@@ -114,25 +228,35 @@ pub fn train_step(
     let out = net.forward(&b.x, Mode::Train { step: mask_step })?;
     let wrong = (0..out.rows()).filter(|&i| argmax(out.row(i)) != b.labels[i]).count();
     let batch_loss = loss_on_labels(loss, net.output(), &b.labels, &mut b.one_hot, &mut b.grad)?;
-    if !batch_loss.is_finite() {
-        return Err(Error::Diverged { epoch: epoch + 1, step, loss: batch_loss });
+    if batch_loss.is_finite() {
+        net.backward_and_update(&b.grad, opt, epoch)?;
     }
-    net.backward_and_update(&b.grad, opt, epoch)?;
     Ok((batch_loss, wrong))
 }
 
-/// Train `net` until `state.epochs_done == epochs` (or early stopping).
-pub fn train(
-    net: &mut Network<f32>,
-    opt: &mut Optimizer,
-    loss: Loss,
-    splits: &Splits,
-    epochs: usize,
-    state: &mut TrainState,
-    observer: &mut dyn Observer,
-) -> Result<Stop> {
+/// The first parameter or optimizer value that is not finite, named, or `None`.
+pub fn first_non_finite(net: &Network<f32>, opt: &Optimizer) -> Option<String> {
+    for (p, slots) in net.params().iter().zip(opt.slots.iter().map(Some).chain(std::iter::repeat(None))) {
+        if let Some(v) = p.value.iter().find(|v| !v.is_finite()) {
+            return Some(format!("{} holds {v}", p.name));
+        }
+        if let Some(s) = slots {
+            for (which, values) in [("first", &s.first), ("second", &s.second)] {
+                if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+                    return Some(format!("the optimizer state optimizer.{}.{which} holds {v}", p.name));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Checks that `net`, `data` and `state` can train together, before any step.
+fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState) -> Result<usize> {
     loss.check_output_activation(net.layers()[net.layers().len() - 1].activation)?;
-    let train = &splits.train;
+    if train.is_empty() {
+        return Err(Error::Config("the training set has no examples".into()));
+    }
     if train.features() != net.inputs() {
         return Err(Error::Config(format!(
             "the data has {} features, the network takes {}",
@@ -147,52 +271,152 @@ pub fn train(
             net.outputs()
         )));
     }
-    if state.batch == 0 {
-        return Err(Error::Config("the batch size must be at least 1".into()));
+    if state.batch == 0 || state.batch > MAX_BATCH {
+        return Err(Error::Config(format!("--batch {}: the batch size must be in 1..={MAX_BATCH}", state.batch)));
+    }
+    let widest = net.widest_layer();
+    if state.batch.saturating_mul(widest) > MAX_TENSOR_ELEMENTS {
+        return Err(Error::Config(format!(
+            "--batch {} with a layer of {widest} units needs more than {MAX_TENSOR_ELEMENTS} values per activation",
+            state.batch
+        )));
+    }
+    let steps = train.len().div_ceil(state.batch);
+    if let Some(p) = &state.partial_epoch {
+        if p.steps_done >= steps {
+            return Err(Error::Config(format!(
+                "the saved run stopped after step {} of an epoch, but this data set has {steps} steps per epoch",
+                p.steps_done
+            )));
+        }
+    }
+    Ok(steps)
+}
+
+/// Train `net` until `state.epochs_done == epochs`, early stopping, divergence or interruption.
+pub fn train(
+    net: &mut Network<f32>,
+    opt: &mut Optimizer,
+    loss: Loss,
+    splits: &Splits,
+    epochs: usize,
+    state: &mut TrainState,
+    observer: &mut dyn Observer,
+) -> Result<Stop> {
+    let train = &splits.train;
+    let total_steps = check_run(net, loss, train, state)?;
+    opt.fit_slots(net)?;
+    if patience_reached(state) {
+        return Ok(Stop::EarlyStopped);
     }
     let mut buffers = StepBuffers::default();
-    let total_steps = train.len().div_ceil(state.batch);
     while state.epochs_done < epochs {
         let epoch = state.epochs_done;
+        let resumed = state.partial_epoch.take();
+        let (mut done, mut loss_sum, mut wrong, seconds_before) =
+            resumed.map_or((0, 0.0, 0, 0.0), |p| (p.steps_done, p.loss_sum, p.wrong, p.seconds));
         let started = Instant::now();
-        let (mut loss_sum, mut wrong) = (0.0, 0usize);
-        for (done, chunk) in epoch_order(train.len(), net.seed(), epoch).chunks(state.batch).enumerate() {
+        let order = epoch_order(train.len(), net.seed(), epoch);
+        for chunk in order.chunks(state.batch).skip(done) {
+            if observer.interrupted() {
+                let seconds = seconds_before + started.elapsed().as_secs_f64();
+                state.partial_epoch = (done > 0).then_some(PartialEpoch { steps_done: done, loss_sum, wrong, seconds });
+                return Ok(Stop::Interrupted);
+            }
             let (batch_loss, batch_wrong) = train_step(net, opt, loss, train, chunk, state.step, epoch, &mut buffers)?;
+            let mut watch = state.divergence.clone();
+            if let Some(reason) = DivergenceWatch::observe(&mut watch, batch_loss) {
+                return Ok(Stop::Diverged(Divergence { epoch: epoch + 1, step: state.step, reason }));
+            }
+            state.divergence = watch;
             loss_sum += batch_loss * chunk.len() as f64;
             wrong += batch_wrong;
             state.step += 1;
-            observer.step(epoch + 1, done + 1, total_steps, batch_loss);
+            done += 1;
+            observer.step(epoch + 1, done, total_steps, batch_loss);
         }
-        let epoch_s = started.elapsed().as_secs_f64();
-        let val_error = splits.val.as_ref().map(|v| evaluate(net, v, loss)).transpose()?.map(|r| r.0);
-        let test_error = splits.test.as_ref().map(|t| evaluate(net, t, loss)).transpose()?.map(|r| r.0);
-        let report = EpochReport {
-            epoch: epoch + 1,
-            train_loss: loss_sum / train.len() as f64,
-            train_error: wrong as f64 / train.len() as f64,
-            val_error,
-            test_error,
-            lr: opt.config.lr_at(epoch),
-            momentum: opt.config.momentum_at(epoch),
-            epoch_s,
-            samples_per_s: train.len() as f64 / epoch_s,
-        };
-        state.epochs_done += 1;
-        if let Some(v) = val_error {
-            if state.best_val_error.is_none_or(|best| v < best) {
-                state.best_val_error = Some(v);
-                state.epochs_since_best = 0;
-            } else {
-                state.epochs_since_best += 1;
-            }
+        if let Some(reason) = first_non_finite(net, opt) {
+            return Ok(Stop::Diverged(Divergence { epoch: epoch + 1, step: state.step, reason }));
         }
-        state.history.push(report.clone());
+        let epoch_s = seconds_before + started.elapsed().as_secs_f64();
+        let report = finish_epoch(net, loss, splits, opt, state, epoch, loss_sum, wrong, epoch_s)?;
         observer.epoch(&report, net, opt, state)?;
-        if let Some(patience) = state.patience {
-            if val_error.is_some() && state.epochs_since_best >= patience {
-                return Ok(Stop::EarlyStopped);
-            }
+        if report.val_error.is_some() && patience_reached(state) {
+            return Ok(Stop::EarlyStopped);
+        }
+        if observer.interrupted() && state.epochs_done < epochs {
+            return Ok(Stop::Interrupted);
         }
     }
     Ok(Stop::Finished)
+}
+
+/// Whether the validation error has not improved for `patience` epochs (a run resumed after it
+/// stopped early stops again at once).
+fn patience_reached(state: &TrainState) -> bool {
+    state.patience.is_some_and(|p| state.best_val_error.is_some() && state.epochs_since_best >= p)
+}
+
+/// Evaluate after epoch `epoch` (0-based), record it in `state` and return its report.
+#[allow(clippy::too_many_arguments)]
+fn finish_epoch(
+    net: &mut Network<f32>,
+    loss: Loss,
+    splits: &Splits,
+    opt: &Optimizer,
+    state: &mut TrainState,
+    epoch: usize,
+    loss_sum: f64,
+    wrong: usize,
+    epoch_s: f64,
+) -> Result<EpochReport> {
+    let n = splits.train.len() as f64;
+    let val_error = splits.val.as_ref().map(|v| evaluate(net, v, loss)).transpose()?.map(|r| r.0);
+    let test_error = splits.test.as_ref().map(|t| evaluate(net, t, loss)).transpose()?.map(|r| r.0);
+    let report = EpochReport {
+        epoch: epoch + 1,
+        train_loss: loss_sum / n,
+        train_error: wrong as f64 / n,
+        val_error,
+        test_error,
+        lr: opt.config.lr_at(epoch),
+        momentum: opt.config.momentum_at(epoch),
+        epoch_s,
+        samples_per_s: n / epoch_s.max(1e-9),
+    };
+    state.epochs_done += 1;
+    if let Some(v) = val_error {
+        if state.best_val_error.is_none_or(|best| v < best) {
+            state.best_val_error = Some(v);
+            state.epochs_since_best = 0;
+        } else {
+            state.epochs_since_best += 1;
+        }
+    }
+    state.history.push(report.clone());
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_divergence_rule_fires_on_a_runaway_loss_and_not_on_noise() {
+        let mut watch = None;
+        // a noisy loss that falls: never diverged
+        for step in 0..1000 {
+            let loss = 2.3 * (-(step as f64) / 300.0).exp() + 0.3 * ((step * 7919) % 13) as f64 / 13.0;
+            assert_eq!(DivergenceWatch::observe(&mut watch, loss), None, "step {step}");
+        }
+        // a loss that jumps to 1e7: the smoothed loss passes 100 · 2.3 within a step
+        let mut watch = None;
+        assert_eq!(DivergenceWatch::observe(&mut watch, 2.3), None);
+        assert!(DivergenceWatch::observe(&mut watch, 1e7).unwrap().contains("more than 100 times"));
+        // a single outlier of 20 times the start does not stop the run
+        let mut watch = None;
+        DivergenceWatch::observe(&mut watch, 2.3);
+        assert_eq!(DivergenceWatch::observe(&mut watch, 46.0), None);
+        assert!(DivergenceWatch::observe(&mut None, f64::NAN).unwrap().contains("NaN"));
+    }
 }

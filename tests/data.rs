@@ -105,8 +105,8 @@ fn csv_with_and_without_header() {
     let dir = temp_dir("csv_ok");
     let plain = write(&dir, "plain.csv", "1,0.5,2\n0,1.5,-3\n");
     let named = write(&dir, "named.csv", "x,label,y\n0.5,1,2\n1.5,0,-3\n");
-    let a = data::load(&Source::from_path(&plain, None, "0"), 0, 1, false).unwrap();
-    let b = data::load(&Source::from_path(&named, None, "label"), 0, 1, false).unwrap();
+    let a = data::load(&Source::from_path(&plain, None, None).unwrap(), 0, 1, false).unwrap();
+    let b = data::load(&Source::from_path(&named, None, Some("label")).unwrap(), 0, 1, false).unwrap();
     assert_eq!(a.train.labels, vec![1, 0]);
     assert_eq!(a.train.x.as_slice(), &[0.5, 2.0, 1.5, -3.0]);
     assert_eq!(b.train.labels, a.train.labels);
@@ -117,7 +117,7 @@ fn csv_with_and_without_header() {
 fn standardisation_gives_zero_mean_unit_variance_on_the_training_set() {
     let dir = temp_dir("csv_std");
     let path = write(&dir, "d.csv", "0,1,10\n1,3,10\n0,5,10\n");
-    let s = data::load(&Source::from_path(&path, None, "0"), 0, 1, true).unwrap();
+    let s = data::load(&Source::from_path(&path, None, None).unwrap(), 0, 1, true).unwrap();
     let col: Vec<f32> = (0..3).map(|i| s.train.x.get(i, 0)).collect();
     // (1, 3, 5): mean 3, population sd sqrt(8/3)
     let sd = (8.0f32 / 3.0).sqrt();
@@ -137,7 +137,7 @@ fn csv_errors_name_the_line_and_value() {
     ];
     for (name, text, expected) in cases {
         let path = write(&dir, name, text);
-        let err = data::load(&Source::from_path(&path, None, "0"), 0, 1, false).unwrap_err().to_string();
+        let err = data::load(&Source::from_path(&path, None, None).unwrap(), 0, 1, false).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
     }
 }
@@ -156,5 +156,9 @@ fn discovery_names_where_it_looked_and_how_to_get_data() {
     write_toy_idx(&candidates[1], 5, 0, true);
     assert_eq!(data::discover_in(None, &candidates).unwrap(), candidates[1]);
     // the default list is the documented one
-    assert_eq!(data::SEARCH_PATH, ["./data/mnist", "./data/fashion-mnist", "/usr/share/datasets/fashion-mnist"]);
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist");
+    assert_eq!(
+        data::SEARCH_PATH,
+        ["./data/mnist", shipped, "./data/fashion-mnist", "/usr/share/datasets/fashion-mnist"]
+    );
 }

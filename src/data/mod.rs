@@ -66,7 +66,8 @@ impl Dataset {
 }
 
 /// Where a data set comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     /// A folder with `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]` and optionally
     /// the `t10k-` pair (the test set).
@@ -75,18 +76,33 @@ pub enum Source {
     Csv { train: PathBuf, test: Option<PathBuf>, label_col: String },
 }
 
+/// The four IDX files of a folder, each under both of the names dropnet reads it by.
+const IDX_NAMES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
 impl Source {
-    /// A folder is IDX, a file is CSV.
-    pub fn from_path(path: &Path, test: Option<&Path>, label_col: &str) -> Self {
+    /// A folder is IDX, a file is CSV. `--test-data` and `--label-col` describe CSV data, so with
+    /// a folder they are an error (its t10k files are the test set, its labels have their files).
+    pub fn from_path(path: &Path, test: Option<&Path>, label_col: Option<&str>) -> Result<Self> {
         if path.is_dir() {
-            Source::Idx(path.to_path_buf())
-        } else {
-            Source::Csv {
-                train: path.to_path_buf(),
-                test: test.map(Path::to_path_buf),
-                label_col: label_col.to_string(),
+            let flag = match (test, label_col) {
+                (Some(_), _) => Some("--test-data"),
+                (None, Some(_)) => Some("--label-col"),
+                (None, None) => None,
+            };
+            if let Some(flag) = flag {
+                return Err(Error::Config(format!(
+                    "{flag} applies to CSV data, and {} is a folder of IDX files (its t10k files are the test set)",
+                    path.display()
+                )));
             }
+            return Ok(Source::Idx(path.to_path_buf()));
         }
+        Ok(Source::Csv {
+            train: path.to_path_buf(),
+            test: test.map(Path::to_path_buf),
+            label_col: label_col.unwrap_or("0").to_string(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -94,6 +110,28 @@ impl Source {
             Source::Idx(dir) => dir,
             Source::Csv { train, .. } => train,
         }
+    }
+
+    /// Every file this source may read, existing or not: for a folder both the `.gz` and the
+    /// plain name of each IDX file. No output may be any of them.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Idx(dir) => IDX_NAMES.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]).collect(),
+            Source::Csv { train, test, .. } => std::iter::once(train.clone()).chain(test.clone()).collect(),
+        }
+    }
+
+    /// The same source with absolute paths, so that a run resumed from another folder finds it.
+    pub fn absolute(&self) -> Result<Self> {
+        let abs = |p: &Path| std::path::absolute(p).map_err(|e| crate::error::read_error(p, e));
+        Ok(match self {
+            Source::Idx(dir) => Source::Idx(abs(dir)?),
+            Source::Csv { train, test, label_col } => Source::Csv {
+                train: abs(train)?,
+                test: test.as_deref().map(abs).transpose()?,
+                label_col: label_col.clone(),
+            },
+        })
     }
 }
 
@@ -135,6 +173,25 @@ impl Standardization {
         }
     }
 
+    /// Whether this can standardise `inputs` features: one finite mean and one finite, positive
+    /// deviation per feature (what a model file's `standardization` must satisfy).
+    pub fn validate(&self, inputs: usize) -> std::result::Result<(), String> {
+        if self.mean.len() != inputs || self.std.len() != inputs {
+            return Err(format!(
+                "{} means and {} deviations for {inputs} input features",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if let Some(k) = self.mean.iter().position(|m| !m.is_finite()) {
+            return Err(format!("the mean of feature {k} is {}", self.mean[k]));
+        }
+        if let Some(k) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!("the deviation of feature {k} is {}: it must be finite and positive", self.std[k]));
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, set: &mut Dataset) -> Result<()> {
         if set.features() != self.mean.len() {
             return Err(Error::Config(format!(
@@ -152,8 +209,15 @@ impl Standardization {
     }
 }
 
-/// The folders searched, in order, when no `--data` is given (after `$DROPNET_DATA`).
-pub const SEARCH_PATH: [&str; 3] = ["./data/mnist", "./data/fashion-mnist", "/usr/share/datasets/fashion-mnist"];
+/// The folders searched, in order, when no `--data` is given (after `$DROPNET_DATA`): the MNIST
+/// copy the repository ships, seen from the current folder and in the checkout this binary was
+/// built from, then Fashion-MNIST as a local folder and as Debian's `dataset-fashion-mnist`.
+pub const SEARCH_PATH: [&str; 4] = [
+    "./data/mnist",
+    concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist"),
+    "./data/fashion-mnist",
+    "/usr/share/datasets/fashion-mnist",
+];
 
 /// The data folder to use: `explicit` if given, else the first of `$DROPNET_DATA` and
 /// [`SEARCH_PATH`] that holds a training set.
@@ -169,8 +233,11 @@ pub fn discover(explicit: Option<&Path>) -> Result<PathBuf> {
 /// [`discover`] with the list of folders to try given.
 pub fn discover_in(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<PathBuf> {
     if let Some(path) = explicit {
-        if !path.exists() {
-            return Err(file_error(path, "no such file or folder"));
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(match e.kind() {
+                std::io::ErrorKind::NotFound => file_error(path, "no such file or folder"),
+                _ => crate::error::read_error(path, e),
+            });
         }
         return Ok(path.to_path_buf());
     }
@@ -213,7 +280,9 @@ fn load_idx(dir: &Path, prefix: &str) -> Result<Option<Dataset>> {
             format!("{} labels, but {} holds {count} images", label_bytes.len(), images.display()),
         ));
     }
-    let x = Matrix::from_vec(count, pixels, bytes.iter().map(|&b| b as f32 / 255.0).collect())?;
+    let mut x = Matrix::try_zeros(count, pixels)?;
+    x.as_mut_slice().iter_mut().zip(&bytes).for_each(|(v, &b)| *v = b as f32 / 255.0);
+    drop(bytes);
     Dataset::new(x, label_bytes.iter().map(|&l| l as usize).collect(), &images).map(Some)
 }
 
@@ -224,7 +293,8 @@ fn load_csv(path: &Path, label_col: &str) -> Result<Dataset> {
 }
 
 /// Load `source`; move `val` seeded-random training examples into a validation set; optionally
-/// standardise every feature with the training set's mean and standard deviation.
+/// standardise every feature with the training set's mean and standard deviation. An empty
+/// training or test set is an error naming its file.
 pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result<Splits> {
     let (train, test) = match source {
         Source::Idx(dir) => {
@@ -235,16 +305,30 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
             (load_csv(train, label_col)?, test.as_deref().map(|t| load_csv(t, label_col)).transpose()?)
         }
     };
+    if train.is_empty() {
+        return Err(file_error(source.path(), "the training set has no examples"));
+    }
     if let Some(test) = &test {
+        let test_path = match source {
+            Source::Csv { test: Some(t), .. } => t.clone(),
+            _ => source.path().join("t10k-images-idx3-ubyte[.gz]"),
+        };
+        if test.is_empty() {
+            return Err(file_error(&test_path, "the test set has no examples"));
+        }
         if test.features() != train.features() {
             return Err(file_error(
-                source.path(),
-                format!("training examples have {} features, test examples {}", train.features(), test.features()),
+                &test_path,
+                format!("test examples have {} features, training examples {}", test.features(), train.features()),
             ));
         }
     }
     if val >= train.len() {
-        return Err(Error::Config(format!("--val {val} leaves no training examples (the set has {})", train.len())));
+        return Err(Error::Config(format!(
+            "--val {val} leaves no training examples ({} has {})",
+            source.path().display(),
+            train.len()
+        )));
     }
     let (train_idx, val_idx) = split_indices(train.len(), val, seed);
     let mut splits = Splits {
@@ -264,13 +348,23 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
 }
 
 /// The examples to evaluate a model on: the `t10k` set of an IDX folder, or a whole CSV file
-/// (`test`, when given, else `train`).
+/// (`test`, when given, else `train`). An empty set is an error.
 pub fn load_eval(source: &Source) -> Result<Dataset> {
-    match source {
-        Source::Idx(dir) => load_idx(dir, "t10k")?
-            .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder")),
-        Source::Csv { train, test, label_col } => load_csv(test.as_deref().unwrap_or(train), label_col),
+    let (set, path) = match source {
+        Source::Idx(dir) => (
+            load_idx(dir, "t10k")?
+                .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?,
+            dir.join("t10k-images-idx3-ubyte[.gz]"),
+        ),
+        Source::Csv { train, test, label_col } => {
+            let path = test.as_deref().unwrap_or(train);
+            (load_csv(path, label_col)?, path.to_path_buf())
+        }
+    };
+    if set.is_empty() {
+        return Err(file_error(&path, "no examples to evaluate"));
     }
+    Ok(set)
 }
 
 /// A uniformly random permutation of `0..n` (Fisher–Yates) from stream (seed, `stream`, 0, `step`).

@@ -70,16 +70,6 @@ impl<T: Scalar> MicroKernel<T> for Portable {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
 /// 8 × 32 tiles in 16 zmm accumulators.
 #[cfg(target_arch = "x86_64")]
 pub(super) struct Avx512;
@@ -90,7 +80,8 @@ impl MicroKernel<f32> for Avx512 {
     const NR: usize = 32;
 
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        // SAFETY: `Gemm for f32` picks this kernel only when the CPU has AVX-512F.
+        // SAFETY: `Gemm for f32` picks this kernel only when `cpu::avx512()` holds, which checks
+        // every feature the kernel is compiled with.
         unsafe { tile_avx512(kc, a, b, c, ldc, accumulate) }
     }
 
@@ -102,7 +93,8 @@ impl MicroKernel<f32> for Avx512 {
         used: usize,
         depth: usize,
     ) {
-        // SAFETY: this kernel runs only on AVX-512F CPUs; the rest is the caller's contract.
+        // SAFETY: this kernel runs only when `cpu::avx512()` holds (its features); the rest is the
+        // caller's contract.
         unsafe { pack_avx512(panel, width, origin, strides, used, depth) }
     }
 }
@@ -115,7 +107,7 @@ impl MicroKernel<f32> for Avx512 {
 /// in registers. The scalar loop this replaces took a fifth of a W1 step (perf); AVX-512 gathers
 /// were no faster than the scalar loop here.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn pack_avx512(
     panel: &mut [f32],
     width: usize,
@@ -180,7 +172,7 @@ unsafe fn pack_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 unsafe fn tile_avx512(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     const MR: usize = 8;
@@ -225,7 +217,7 @@ impl MicroKernel<f32> for Avx2 {
     const NR: usize = 16;
 
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, accumulate: bool) {
-        // SAFETY: `Gemm for f32` picks this kernel only when the CPU has AVX2 and FMA.
+        // SAFETY: `Gemm for f32` picks this kernel only when `cpu::avx2()` holds (AVX2 and FMA).
         unsafe { tile_avx2(kc, a, b, c, ldc, accumulate) }
     }
 }
@@ -271,7 +263,7 @@ unsafe fn tile_avx2(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32
 /// giving in each 128-bit lane l four rows of column 4l + s (`u[s]` for rows 0..4, `u[s + 4]` for
 /// rows 4..8); the last round moves those lanes into column order.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
 fn transpose_8x16(r: [std::arch::x86_64::__m512; 8]) -> [std::arch::x86_64::__m512; 8] {
     use std::arch::x86_64::*;
     let t: [__m512; 8] = std::array::from_fn(|i| {

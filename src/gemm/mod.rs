@@ -108,10 +108,11 @@ impl Gemm for f32 {
     unsafe fn product_on_this_thread(p: &Product<f32>, epilogue: Option<Epilogue<f32>>) {
         #[cfg(target_arch = "x86_64")]
         {
-            if kernel::has_avx512() {
+            // SAFETY (both): the check is exactly the kernel's target features (crate::cpu).
+            if crate::cpu::avx512() {
                 return unsafe { blocked::<f32, kernel::Avx512>(p, epilogue) };
             }
-            if kernel::has_avx2_fma() {
+            if crate::cpu::avx2() {
                 return unsafe { blocked::<f32, kernel::Avx2>(p, epilogue) };
             }
         }
@@ -534,8 +535,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_kernel_is_exact_on_every_layout() {
-        if !kernel::has_avx2_fma() {
-            eprintln!("skipped: this CPU has no AVX2/FMA");
+        if !crate::cpu::detected_avx2() {
+            eprintln!("skipped: this CPU lacks {}", crate::cpu::AVX2_FEATURES);
             return;
         }
         check_all(|p| unsafe { blocked::<f32, kernel::Avx2>(p, None) });
@@ -544,8 +545,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx512_kernel_and_packing_are_exact_on_every_layout() {
-        if !kernel::has_avx512() {
-            eprintln!("skipped: this CPU has no AVX-512");
+        if !crate::cpu::detected_avx512() {
+            eprintln!("skipped: this CPU lacks {}", crate::cpu::AVX512_FEATURES);
             return;
         }
         check_all(|p| unsafe { blocked::<f32, kernel::Avx512>(p, None) });

@@ -51,7 +51,7 @@ impl<T: Scalar> Dense<T> {
             ));
         }
         Ok(Self {
-            weight_grad: Matrix::zeros(out, inp),
+            weight_grad: Matrix::try_zeros(out, inp)?,
             bias_grad: vec![T::ZERO; out],
             weight,
             bias,

@@ -70,7 +70,64 @@ pub fn last_json(out: &Output) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// The real MNIST files CI provides beside the project.
+/// The real MNIST files the repository ships (data/mnist).
 pub fn mnist_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
+
+/// A folder named after the test holding the toy IDX data set in `toy/` (300 training, 90 test
+/// examples of 16 features and 3 classes).
+pub fn toy_dir(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::create_dir(dir.join("toy")).unwrap();
+    write_toy_idx(&dir.join("toy"), 300, 90, true);
+    dir
+}
+
+/// Flags of a small, fast run on the toy data of [`toy_dir`].
+pub const TOY: [&str; 10] = ["--data", "toy", "--arch", "16-12-3", "--keep", "0.9,0.7", "--lr", "0.1", "--batch", "16"];
+
+/// `train` with the toy flags, then `extra`.
+pub fn toy_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["train"];
+    v.extend_from_slice(&TOY);
+    v.extend_from_slice(extra);
+    v
+}
+
+/// A command that must fail: non-zero exit, no panic, stderr containing every `expected` piece.
+pub fn assert_fails(out: &Output, expected: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "succeeded; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "exit status of a panic: {err}");
+    for piece in expected {
+        assert!(err.contains(piece), "missing '{piece}' in: {err}");
+    }
+}
+
+/// Every file under `dir` with its bytes and permissions: a snapshot to compare after a command
+/// that must not have changed anything.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                #[cfg(unix)]
+                let mode = {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::metadata(&path).unwrap().permissions().mode()
+                };
+                #[cfg(not(unix))]
+                let mode = 0;
+                files.push((path.clone(), std::fs::read(&path).unwrap(), mode));
+            }
+        }
+    }
+    files.sort();
+    files
 }

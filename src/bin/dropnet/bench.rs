@@ -1,0 +1,82 @@
+//! `dropnet bench`: the workloads of SPEC.md, printed as a line each or as JSON lines.
+
+use clap::Args;
+use dropnet::data;
+use dropnet::error::{Error, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// w1, w2, w3 or all
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// The MNIST folder for W1 [default: the copy in data/mnist; anything but MNIST is refused]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Time only the first N steps of W1's epoch (a check of the workload, not SPEC.md's figure;
+    /// the JSON then says "steps": N)
+    #[arg(long)]
+    steps: Option<usize>,
+    /// One JSON object per workload, each on its own line
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let (w1, w2, w3) = match args.workload.as_str() {
+        "w1" => (true, false, false),
+        "w2" => (false, true, false),
+        "w3" => (false, false, true),
+        "all" => (true, true, true),
+        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3 or all"))),
+    };
+    if !w1 {
+        for (flag, given) in [("--data", args.data.is_some()), ("--steps", args.steps.is_some())] {
+            if given {
+                return Err(Error::Config(format!(
+                    "{flag} applies to W1 only, and --workload {} does not run it",
+                    args.workload
+                )));
+            }
+        }
+    }
+    let threads = rayon::current_num_threads();
+    if w1 {
+        let dir = data::discover(args.data.as_deref())?;
+        let r = dropnet::bench::w1(&dir, args.steps)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
+        } else {
+            let partial = r.steps.map_or(String::new(), |n| format!(" [partial: {n} steps]"));
+            println!(
+                "W1 ({threads} threads){partial}: {:.0} samples/s ({:.2} s), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
+                r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
+            );
+            let t = &r.step_ms;
+            println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
+        }
+    }
+    if w2 {
+        let r = dropnet::bench::w2()?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
+        } else {
+            println!(
+                "W2 ({threads} threads): forward {:.2} GB/s, backward {:.2} GB/s, copy {:.2} GB/s",
+                r.fwd_gbps, r.bwd_gbps, r.copy_gbps
+            );
+        }
+    }
+    if w3 {
+        let r = dropnet::bench::w3()?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
+        } else {
+            for (shape, g) in &r.gflops {
+                println!("W3 ({threads} threads): {shape:>16}  {g:.1} GFLOP/s");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! `dropnet info` (what a model file holds) and `dropnet gradcheck` (backward against finite
+//! differences).
+
+use dropnet::error::Result;
+use dropnet::gradcheck::{self, CaseResult, TOLERANCE};
+use dropnet::model_file;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
+    let saved = model_file::load(model)?;
+    let state = saved.training.as_ref();
+    if json {
+        let layers: Vec<_> = saved
+            .net
+            .layers()
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "inputs": l.inputs(), "outputs": l.outputs(), "activation": l.activation.name(),
+                    "keep": l.dropout.keep().values(),
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "layers": layers,
+            "params": saved.net.param_count(),
+            "scaling": saved.net.layers()[0].dropout.scaling().to_string(),
+            "seed": saved.net.seed(),
+            "loss": saved.loss.name(),
+            "epochs_done": state.map(|s| s.epochs_done),
+            "history": state.map(|s| &s.history),
+        });
+        println!("{report}");
+    } else {
+        println!("{}", saved.net);
+        println!("loss: {}", saved.loss);
+        if let Some(s) = state {
+            println!("trained {} epochs ({} steps, batch {})", s.epochs_done, s.step, s.batch);
+            if let Some(p) = &s.partial_epoch {
+                println!("interrupted in epoch {}, after step {} of it", s.epochs_done + 1, p.steps_done);
+            }
+            if let Some(r) = s.history.last() {
+                let pct = |e: Option<f64>| e.map_or("-".to_string(), |e| format!("{:.2}%", 100.0 * e));
+                println!("last epoch: test error {}, validation error {}", pct(r.test_error), pct(r.val_error));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_gradcheck(json: bool, seed: u64) -> Result<ExitCode> {
+    let results = gradcheck::run_all(seed)?;
+    let worst = results.iter().map(|r| r.max_rel_error).fold(0.0, f64::max);
+    let passed = results.iter().all(CaseResult::passed);
+    if json {
+        let cases: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let tensors: serde_json::Map<String, serde_json::Value> =
+                    r.tensors.iter().map(|(name, err)| (name.clone(), serde_json::json!(err))).collect();
+                serde_json::json!({
+                    "name": r.name, "max_rel_error": r.max_rel_error, "passed": r.passed(),
+                    "seed": r.seed, "tensors": tensors,
+                })
+            })
+            .collect();
+        let report = serde_json::json!({
+            "max_rel_error": worst, "tolerance": TOLERANCE, "passed": passed, "cases": cases,
+        });
+        println!("{report}");
+    } else {
+        println!("{:<46} {:>14}  result", "case", "max rel error");
+        for r in &results {
+            println!("{:<46} {:>14.3e}  {}", r.name, r.max_rel_error, if r.passed() { "ok" } else { "FAILED" });
+        }
+        let verdict = if passed { "all passed" } else { "FAILED" };
+        println!("{} cases, worst relative error {worst:.3e} (tolerance {TOLERANCE:e}): {verdict}", results.len());
+    }
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

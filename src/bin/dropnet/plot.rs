@@ -1,0 +1,60 @@
+//! Training curves (error per epoch) as an SVG file, rendered in memory and written atomically.
+
+use dropnet::error::{Error, Result};
+use dropnet::files::write_atomically;
+use dropnet::train::EpochReport;
+use std::path::Path;
+
+/// Draw the curves of `history` and write them to `path`.
+pub fn write_curves(path: &Path, history: &[EpochReport]) -> Result<()> {
+    let svg = render(history).map_err(|e| Error::Config(format!("cannot draw the plot {}: {e}", path.display())))?;
+    write_atomically(path, svg.as_bytes())
+}
+
+fn render(history: &[EpochReport]) -> std::result::Result<String, String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
+    let series: [Series; 3] = [
+        ("train (with dropout)", BLUE, history.iter().map(|r| (r.epoch as f64, 100.0 * r.train_error)).collect()),
+        (
+            "validation",
+            GREEN,
+            history.iter().filter_map(|r| r.val_error.map(|e| (r.epoch as f64, 100.0 * e))).collect(),
+        ),
+        ("test", RED, history.iter().filter_map(|r| r.test_error.map(|e| (r.epoch as f64, 100.0 * e))).collect()),
+    ];
+    let y_max = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.05;
+    let x_max = history.len().max(2) as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("dropnet training", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(1.0..x_max, 0.0..y_max)
+            .map_err(|e| err(&e))?;
+        chart.configure_mesh().x_desc("epoch").y_desc("error (%)").draw().map_err(|e| err(&e))?;
+        for (name, color, points) in series {
+            if points.is_empty() {
+                continue;
+            }
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}

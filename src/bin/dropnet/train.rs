@@ -1,0 +1,326 @@
+//! `dropnet train`: a new run from flags and a recipe, or a saved run resumed from its file.
+//!
+//! Order of work: every option is checked, then every output (folder exists and takes files, no
+//! output is an input or another output), and only then is data read and training begun. The
+//! model file is written atomically at the end, at each checkpoint, and on SIGINT/SIGTERM; a run
+//! that diverges writes nothing and says what the output file holds.
+
+use crate::observer::{CliObserver, ModelOutput, Written};
+use crate::signals::{self, Signals};
+use clap::Args;
+use dropnet::data::{self, Source, Standardization};
+use dropnet::error::{Error, Result};
+use dropnet::files::{check_outputs, same_file, NamedPath};
+use dropnet::model_file::{self, Saved};
+use dropnet::optim::Optimizer;
+use dropnet::recipe::{defaults, Options, TrainOptions};
+use dropnet::train::{self, first_non_finite, Divergence, Stop, TrainState};
+use dropnet::{Loss, Network};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    options: TrainOptions,
+    /// TOML recipe whose keys are these options' long names; flags override it
+    #[arg(long)]
+    recipe: Option<PathBuf>,
+    /// Continue the run saved in this model file (written back to it unless --out says otherwise).
+    /// The file defines the run: only --epochs, --patience, --checkpoint-every, --out, --log,
+    /// --plot, --json and --threads may be given with it
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Print one JSON object at the end (progress goes to stderr)
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything a run needs, checked, before any data is read.
+struct Run {
+    net: Network<f32>,
+    opt: Optimizer,
+    state: TrainState,
+    loss: Loss,
+    source: Source,
+    epochs: usize,
+    out: PathBuf,
+    /// The standardisation saved with a resumed run (the data must give it again).
+    saved_standardization: Option<Standardization>,
+    /// Whether the output file existed before the run, and what it held if it is the resumed run.
+    out_before: Option<String>,
+}
+
+pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    let options = Options::new(args.options.clone(), args.recipe.as_deref())?;
+    let mut run = match &args.resume {
+        Some(path) => resumed_run(&options, path)?,
+        None => new_run(&options, args.recipe.as_deref())?,
+    };
+    let log = options.values.log.as_deref();
+    let plot = options.values.plot.as_deref();
+    let signals = Signals::install()?;
+    let splits = data::load(&run.source, run.state.val, run.net.seed(), run.state.standardize)?;
+    if args.resume.is_some() && splits.standardization != run.saved_standardization {
+        return Err(Error::Config(format!(
+            "the data in {} no longer gives the standardisation the run was trained with: it has changed",
+            run.source.path().display()
+        )));
+    }
+    eprintln!(
+        "data {}: {} training, {} validation, {} test examples",
+        run.source.path().display(),
+        splits.train.len(),
+        splits.val.as_ref().map_or(0, |v| v.len()),
+        splits.test.as_ref().map_or(0, |t| t.len())
+    );
+    eprintln!("{}", run.net);
+    let c = &run.opt.config;
+    eprintln!(
+        "optimizer {:?}, lr {}, momentum {}, batch {}, epochs {}/{}, seed {}",
+        c.method,
+        c.lr,
+        c.momentum,
+        run.state.batch,
+        run.state.epochs_done,
+        run.epochs,
+        run.net.seed()
+    );
+    let model = ModelOutput { path: run.out.clone(), loss: run.loss, standardization: splits.standardization.clone() };
+    let checkpoint_every = options.values.checkpoint_every;
+    let mut observer = CliObserver::new(model, log, plot, checkpoint_every, run.state.batch, &signals)?;
+    let step_at_start = run.state.step;
+    let started = Instant::now();
+    let stop = train::train(&mut run.net, &mut run.opt, run.loss, &splits, run.epochs, &mut run.state, &mut observer)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    observer.finish();
+    let status = conclude(&stop, &mut run, &mut observer, step_at_start, &signals, &options)?;
+    if status == 0 {
+        // The final model file supersedes any checkpoint that failed.
+        observer.unwritten.retain(|u| u.what != "checkpoint");
+    }
+    report(args.json, &run, &stop, &observer, wall_s, splits.train.len());
+    for u in &observer.unwritten {
+        crate::print_error(&format!("the {} {} was not written completely: {}", u.what, u.path.display(), u.reason));
+    }
+    Ok(ExitCode::from(if status == 0 && !observer.unwritten.is_empty() { 1 } else { status }))
+}
+
+/// The inputs of a run, named by the flags that gave them (no output may be one of them).
+fn inputs(source: &Source, recipe: Option<&Path>, keep_file: Option<&Path>) -> Vec<NamedPath> {
+    let mut inputs: Vec<NamedPath> = match source {
+        Source::Csv { train, test, .. } => std::iter::once(NamedPath::new("--data", train))
+            .chain(test.iter().map(|t| NamedPath::new("--test-data", t)))
+            .collect(),
+        Source::Idx(_) => source.input_files().into_iter().map(|p| NamedPath::new("--data", p)).collect(),
+    };
+    inputs.extend(recipe.map(|r| NamedPath::new("--recipe", r)));
+    inputs.extend(keep_file.map(|k| NamedPath::new("--keep-file", k)));
+    inputs
+}
+
+/// The outputs of a run.
+fn outputs(options: &Options, out: &Path) -> Vec<NamedPath> {
+    let v = &options.values;
+    let mut outputs = vec![NamedPath::new(if v.out.is_some() { "--out" } else { "the model file" }, out)];
+    outputs.extend(v.log.as_ref().map(|l| NamedPath::new("--log", l)));
+    outputs.extend(v.plot.as_ref().map(|p| NamedPath::new("--plot", p)));
+    outputs
+}
+
+fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
+    options.check_new_run()?;
+    let v = &options.values;
+    let dir = data::discover(v.data.as_deref())?;
+    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref())?.absolute()?;
+    let out = v.out.clone().unwrap_or_else(|| PathBuf::from(defaults::OUT));
+    check_outputs(&outputs(options, &out), &inputs(&source, recipe, v.keep_file.as_deref()))?;
+    let net = options.network()?;
+    let mut state = options.train_state()?;
+    let opt = Optimizer::new(state.optimizer.clone())?;
+    let epochs = v.epochs.unwrap_or(defaults::EPOCHS);
+    state.target_epochs = Some(epochs);
+    state.data = Some(source.clone());
+    let out_before = std::fs::metadata(&out).is_ok().then(|| "what it held before".to_string());
+    Ok(Run {
+        net,
+        opt,
+        state,
+        loss: v.loss.unwrap_or_default(),
+        source,
+        epochs,
+        out,
+        saved_standardization: None,
+        out_before,
+    })
+}
+
+fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
+    options.check_resume()?;
+    let v = &options.values;
+    let Saved { net, loss, training, slots, standardization, .. } = model_file::load(path)?;
+    let file_error = |message: String| Error::File { path: path.to_path_buf(), message };
+    let mut state =
+        training.ok_or_else(|| file_error("no training state: it was not written by dropnet train".into()))?;
+    if slots.is_empty() {
+        return Err(file_error("no optimizer state: it cannot be resumed".into()));
+    }
+    let source = state.data.clone().ok_or_else(|| {
+        file_error(
+            "its training state does not record the data (written by an older dropnet): it cannot be resumed".into(),
+        )
+    })?;
+    let epochs = v.epochs.or(state.target_epochs).ok_or_else(|| {
+        Error::Config(format!(
+            "{} does not record how many epochs to train: give --epochs N (the total)",
+            path.display()
+        ))
+    })?;
+    if epochs <= state.epochs_done {
+        return Err(Error::Config(format!(
+            "--epochs {epochs}: the run in {} has done {} epochs already; --epochs is the new total",
+            path.display(),
+            state.epochs_done
+        )));
+    }
+    if let Some(p) = v.patience {
+        if state.val == 0 {
+            return Err(Error::Config(format!(
+                "--patience needs a validation split, and the run in {} has none (it was started without --val)",
+                path.display()
+            )));
+        }
+        state.patience = Some(p);
+    }
+    state.target_epochs = Some(epochs);
+    let out = v.out.clone().unwrap_or_else(|| path.to_path_buf());
+    // The resumed file may be written back (the one exception), but not by the log or the plot.
+    let data_inputs = inputs(&source, None, None);
+    check_outputs(&outputs(options, &out), &data_inputs)?;
+    let side_outputs: Vec<NamedPath> = outputs(options, &out).into_iter().skip(1).collect();
+    check_outputs(&side_outputs, &[NamedPath::new("--resume", path)])?;
+    let mut opt = Optimizer::new(state.optimizer.clone())?;
+    opt.slots = slots;
+    opt.t = state.step;
+    let out_before = if same_file(&out, path) {
+        Some(format!("the run as it was after epoch {} (step {})", state.epochs_done, state.step))
+    } else {
+        std::fs::metadata(&out).is_ok().then(|| "what it held before".to_string())
+    };
+    Ok(Run { net, opt, state, loss, source, epochs, out, saved_standardization: standardization, out_before })
+}
+
+/// Save what the stop calls for and say what happened; the exit status (0, 1, or 128 + the
+/// signal for an interrupted run).
+fn conclude(
+    stop: &Stop,
+    run: &mut Run,
+    observer: &mut CliObserver<'_>,
+    step_at_start: u64,
+    signals: &Signals,
+    options: &Options,
+) -> Result<u8> {
+    match stop {
+        Stop::Finished | Stop::EarlyStopped => {
+            observer.written = Some(observer.model.save(&run.net, &run.opt, &run.state)?);
+            Ok(0)
+        }
+        Stop::Interrupted => {
+            let signal = signals.received().unwrap_or(signal_hook::consts::SIGINT);
+            let code = 128 + signal as u8;
+            let name = signals::name(signal);
+            if run.state.step == step_at_start {
+                eprintln!("{name}: stopped before the first step; nothing was written");
+                return Ok(code);
+            }
+            if let Some(reason) = first_non_finite(&run.net, &run.opt) {
+                let stop = Divergence { epoch: run.state.epochs_done + 1, step: run.state.step, reason };
+                crate::print_error(&diverged_message(&stop, run, observer));
+                return Ok(1);
+            }
+            observer.written = Some(observer.model.save(&run.net, &run.opt, &run.state)?);
+            let at = match &run.state.partial_epoch {
+                Some(p) => format!("in epoch {}, after step {} of it", run.state.epochs_done + 1, p.steps_done),
+                None => format!("after epoch {}", run.state.epochs_done),
+            };
+            let v = &options.values;
+            let mut again = format!("dropnet train --resume {}", run.out.display());
+            for (flag, value) in [("--log", &v.log), ("--plot", &v.plot)] {
+                if let Some(path) = value {
+                    again.push_str(&format!(" {flag} {}", path.display()));
+                }
+            }
+            eprintln!("{name}: stopped {at}; the checkpoint is in {}. Continue with: {again}", run.out.display());
+            Ok(code)
+        }
+        Stop::Diverged(d) => {
+            crate::print_error(&diverged_message(d, run, observer));
+            Ok(1)
+        }
+    }
+}
+
+/// What diverged, and truthfully what the output file now holds.
+fn diverged_message(d: &Divergence, run: &Run, observer: &CliObserver<'_>) -> String {
+    let out = run.out.display();
+    let on_disk = match (observer.written, &run.out_before) {
+        (Some(Written { epochs_done, step }), _) => {
+            format!("{out} keeps the last good weights: the checkpoint after epoch {epochs_done} (step {step})")
+        }
+        (None, Some(before)) => format!("{out} was not changed: it holds {before}"),
+        (None, None) => "nothing was written".to_string(),
+    };
+    format!("training diverged in epoch {}, at step {}: {}; {on_disk}", d.epoch, d.step, d.reason)
+}
+
+/// The closing line (or JSON object) of a run.
+fn report(json: bool, run: &Run, stop: &Stop, observer: &CliObserver<'_>, wall_s: f64, train_len: usize) {
+    let state = &run.state;
+    let last = state.history.last();
+    let timed: Vec<_> = state.history.iter().filter(|r| r.epoch_s > 0.0).collect();
+    let train_time: f64 = timed.iter().map(|r| r.epoch_s).sum();
+    let stopped = match stop {
+        Stop::Finished => "finished",
+        Stop::EarlyStopped => "early",
+        Stop::Interrupted => "interrupted",
+        Stop::Diverged(_) => "diverged",
+    };
+    let written = observer.written.is_some();
+    if json {
+        let summary = serde_json::json!({
+            "test_error": last.and_then(|r| r.test_error),
+            "val_error": last.and_then(|r| r.val_error),
+            "train_loss": last.map(|r| r.train_loss),
+            "epochs": state.epochs_done,
+            "stopped": stopped,
+            "wall_s": wall_s,
+            "samples_per_s": if train_time > 0.0 { (train_len * timed.len()) as f64 / train_time } else { 0.0 },
+            "seed": run.net.seed(),
+            "out": run.out.display().to_string(),
+            "written": written,
+            "unwritten": observer.unwritten.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
+        });
+        println!("{summary}");
+        return;
+    }
+    if !matches!(stop, Stop::Finished | Stop::EarlyStopped) {
+        return;
+    }
+    let how = if *stop == Stop::EarlyStopped { " (stopped early)" } else { "" };
+    match last.and_then(|r| r.test_error) {
+        Some(err) => println!(
+            "test error {:.2}% after {} epochs{how} ({wall_s:.1} s); model written to {}",
+            100.0 * err,
+            state.epochs_done,
+            run.out.display()
+        ),
+        None => {
+            println!(
+                "trained {} epochs{how} ({wall_s:.1} s); model written to {}",
+                state.epochs_done,
+                run.out.display()
+            )
+        }
+    }
+}
