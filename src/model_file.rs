@@ -181,8 +181,13 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Saved> {
     let architecture = architecture(&arch).map_err(|e| bad(e.to_string()))?;
     let seed: u64 = get("seed")?.parse().map_err(|_| bad("metadata 'seed' is not an unsigned integer".into()))?;
     let loss: Loss = get("loss")?.parse().map_err(|e: Error| bad(e.to_string()))?;
+    // The table is checked against the architecture before the network is built: a small file
+    // whose metadata declares a huge network then fails here, before anything is allocated (a
+    // tensor that is present has its bytes in the file, the crate checked that).
+    let shapes = tensor_shapes(&arch.sizes);
+    let with_slots = check_table(&table, &shapes).map_err(&bad)?;
     let mut net = Network::<f32>::new(&architecture, seed).map_err(|e| bad(e.to_string()))?;
-    let slots = read_tensors(&mut net, &table, data).map_err(&bad)?;
+    let slots = read_tensors(&mut net, &table, data, &shapes, with_slots).map_err(&bad)?;
     let standardization = match metadata.get("standardization") {
         Some(text) => {
             let s: Standardization =
@@ -309,18 +314,27 @@ fn architecture(arch: &ArchMeta) -> Result<Architecture> {
     })
 }
 
-/// Copy every tensor the architecture needs into `net`; return the optimizer state, complete or
-/// absent. A tensor that is missing, unexpected, of another dtype or shape, or not finite is an
-/// error naming it.
-fn read_tensors(net: &mut Network<f32>, table: &Metadata, data: &[u8]) -> std::result::Result<Vec<Slots>, String> {
-    let mut expected: Vec<String> = Vec::new();
-    let shapes: Vec<(String, Vec<usize>)> = net
-        .params()
-        .iter()
-        .map(|p| (p.name.clone(), if p.name.ends_with(".bias") { vec![p.shape.0] } else { vec![p.shape.0, p.shape.1] }))
-        .collect();
-    let tensor = |name: &str, shape: &[usize]| -> std::result::Result<Option<Vec<f32>>, String> {
-        let Some(info) = table.info(name) else { return Ok(None) };
+/// Name and shape of every parameter tensor of a network of `sizes`, in parameter order.
+fn tensor_shapes(sizes: &[usize]) -> Vec<(String, Vec<usize>)> {
+    sizes
+        .windows(2)
+        .enumerate()
+        .flat_map(|(l, pair)| {
+            [(format!("layers.{l}.weight"), vec![pair[1], pair[0]]), (format!("layers.{l}.bias"), vec![pair[1]])]
+        })
+        .collect()
+}
+
+/// The names of a parameter's two optimizer slots.
+fn slot_names(name: &str) -> [String; 2] {
+    ["first", "second"].map(|w| format!("optimizer.{name}.{w}"))
+}
+
+/// Check that the file's tensors are exactly those of `shapes` (F32, each shape as given), with
+/// the optimizer state for every parameter or for none; whether it has the optimizer state.
+fn check_table(table: &Metadata, shapes: &[(String, Vec<usize>)]) -> std::result::Result<bool, String> {
+    let check = |name: &str, shape: &[usize]| -> std::result::Result<bool, String> {
+        let Some(info) = table.info(name) else { return Ok(false) };
         if info.dtype != Dtype::F32 {
             return Err(format!("tensor {name} is {:?}, only F32 is supported", info.dtype));
         }
@@ -330,34 +344,60 @@ fn read_tensors(net: &mut Network<f32>, table: &Metadata, data: &[u8]) -> std::r
                 info.shape
             ));
         }
-        let (begin, end) = info.data_offsets;
-        let values: Vec<f32> =
-            data[begin..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            return Err(format!("tensor {name} holds {v}"));
-        }
-        Ok(Some(values))
+        Ok(true)
     };
-    let mut slots = Vec::new();
-    let mut missing_slot = None;
-    for (index, (name, shape)) in shapes.iter().enumerate() {
-        let values = tensor(name, shape)?.ok_or_else(|| format!("tensor {name} is missing"))?;
-        net.param_values_mut(index).copy_from_slice(&values);
-        expected.push(name.clone());
-        let [first, second] = ["first", "second"].map(|w| format!("optimizer.{name}.{w}"));
-        match (tensor(&first, shape)?, tensor(&second, shape)?) {
-            (Some(first), Some(second)) => slots.push(Slots { first, second }),
-            (None, None) => missing_slot = missing_slot.or(Some(first.clone())),
-            (Some(_), None) => return Err(format!("tensor {second} is missing (its .first is there)")),
-            (None, Some(_)) => return Err(format!("tensor {first} is missing (its .second is there)")),
+    let mut expected: Vec<String> = Vec::new();
+    let mut with_slots = None;
+    for (name, shape) in shapes {
+        if !check(name, shape)? {
+            return Err(format!("tensor {name} is missing"));
         }
-        expected.extend([first, second]);
-    }
-    if let (Some(missing), false) = (&missing_slot, slots.is_empty()) {
-        return Err(format!("the optimizer state is incomplete: {missing} is missing"));
+        let [first, second] = slot_names(name);
+        let present = match (check(&first, shape)?, check(&second, shape)?) {
+            (true, true) => true,
+            (false, false) => false,
+            (true, false) => return Err(format!("tensor {second} is missing (its .first is there)")),
+            (false, true) => return Err(format!("tensor {first} is missing (its .second is there)")),
+        };
+        if *with_slots.get_or_insert(present) != present {
+            let missing = if present { &shapes[0].0 } else { name };
+            return Err(format!(
+                "the optimizer state is incomplete: optimizer.{missing}.first is missing, others are there"
+            ));
+        }
+        expected.extend([name.clone(), first, second]);
     }
     if let Some(extra) = table.offset_keys().into_iter().find(|k| !expected.contains(k)) {
         return Err(format!("tensor {extra} is not part of the architecture in the metadata"));
+    }
+    Ok(with_slots.unwrap_or(false))
+}
+
+/// Copy every tensor of `shapes` into `net` (the table was checked by [`check_table`]); return the
+/// optimizer state, when the file has it. A value that is not finite is an error naming its tensor.
+fn read_tensors(
+    net: &mut Network<f32>,
+    table: &Metadata,
+    data: &[u8],
+    shapes: &[(String, Vec<usize>)],
+    with_slots: bool,
+) -> std::result::Result<Vec<Slots>, String> {
+    let values = |name: &str| -> std::result::Result<Vec<f32>, String> {
+        let (begin, end) = table.info(name).ok_or_else(|| format!("tensor {name} is missing"))?.data_offsets;
+        let values: Vec<f32> =
+            data[begin..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        match values.iter().find(|v| !v.is_finite()) {
+            Some(v) => Err(format!("tensor {name} holds {v}")),
+            None => Ok(values),
+        }
+    };
+    let mut slots = Vec::new();
+    for (index, (name, _)) in shapes.iter().enumerate() {
+        net.param_values_mut(index).copy_from_slice(&values(name)?);
+        if with_slots {
+            let [first, second] = slot_names(name);
+            slots.push(Slots { first: values(&first)?, second: values(&second)? });
+        }
     }
     Ok(slots)
 }

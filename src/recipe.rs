@@ -211,6 +211,11 @@ impl Options {
         Ok(Self { values, recipe: Some(path.to_path_buf()), from_recipe })
     }
 
+    /// Options given directly (all taken as command-line flags).
+    pub fn from_values(values: TrainOptions) -> Self {
+        Self { values, recipe: None, from_recipe: Vec::new() }
+    }
+
     /// How the user gave option `field`: `--keep`, or `keep (in r.toml)`.
     pub fn name(&self, field: &str) -> String {
         match &self.recipe {

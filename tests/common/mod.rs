@@ -131,3 +131,62 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
     files.sort();
     files
 }
+
+/// The safetensors header of a model file as JSON.
+pub fn header(bytes: &[u8]) -> serde_json::Value {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    serde_json::from_slice(&bytes[8..8 + n]).unwrap()
+}
+
+/// A model file with its header replaced by `header` (padded to 8 bytes) and the same data.
+pub fn with_header(bytes: &[u8], header: &str) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut text = header.as_bytes().to_vec();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+/// A model file whose header JSON `edit` changed.
+pub fn edited(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut h = header(bytes);
+    edit(&mut h);
+    with_header(bytes, &h.to_string())
+}
+
+/// A metadata entry of a header, parsed from its JSON string.
+pub fn meta(h: &serde_json::Value, key: &str) -> serde_json::Value {
+    serde_json::from_str(h["__metadata__"][key].as_str().unwrap()).unwrap()
+}
+
+/// Set metadata entry `key` of a header to `value` serialised as JSON text.
+pub fn set_meta(h: &mut serde_json::Value, key: &str, value: &serde_json::Value) {
+    h["__metadata__"][key] = serde_json::Value::String(value.to_string());
+}
+
+/// Run `dropnet` with `args` in `dir`, killing it after `seconds`: a hang is a failure.
+pub fn dropnet_within(dir: &Path, args: &[&str], seconds: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dropnet"))
+        .current_dir(dir)
+        .env_remove("DROPNET_DATA")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("dropnet {args:?} still ran after {seconds} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}

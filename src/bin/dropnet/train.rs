@@ -120,10 +120,10 @@ fn inputs(source: &Source, recipe: Option<&Path>, keep_file: Option<&Path>) -> V
     inputs
 }
 
-/// The outputs of a run.
-fn outputs(options: &Options, out: &Path) -> Vec<NamedPath> {
+/// The outputs of a run; `implied` names the model file when `--out` is not given.
+fn outputs(options: &Options, out: &Path, implied: &str) -> Vec<NamedPath> {
     let v = &options.values;
-    let mut outputs = vec![NamedPath::new(if v.out.is_some() { "--out" } else { "the model file" }, out)];
+    let mut outputs = vec![NamedPath::new(if v.out.is_some() { "--out" } else { implied }, out)];
     outputs.extend(v.log.as_ref().map(|l| NamedPath::new("--log", l)));
     outputs.extend(v.plot.as_ref().map(|p| NamedPath::new("--plot", p)));
     outputs
@@ -135,7 +135,7 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let dir = data::discover(v.data.as_deref())?;
     let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref())?.absolute()?;
     let out = v.out.clone().unwrap_or_else(|| PathBuf::from(defaults::OUT));
-    check_outputs(&outputs(options, &out), &inputs(&source, recipe, v.keep_file.as_deref()))?;
+    check_outputs(&outputs(options, &out, "the model file"), &inputs(&source, recipe, v.keep_file.as_deref()))?;
     let net = options.network()?;
     let mut state = options.train_state()?;
     let opt = Optimizer::new(state.optimizer.clone())?;
@@ -197,8 +197,8 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
     let out = v.out.clone().unwrap_or_else(|| path.to_path_buf());
     // The resumed file may be written back (the one exception), but not by the log or the plot.
     let data_inputs = inputs(&source, None, None);
-    check_outputs(&outputs(options, &out), &data_inputs)?;
-    let side_outputs: Vec<NamedPath> = outputs(options, &out).into_iter().skip(1).collect();
+    check_outputs(&outputs(options, &out, "--resume"), &data_inputs)?;
+    let side_outputs: Vec<NamedPath> = outputs(options, &out, "--resume").into_iter().skip(1).collect();
     check_outputs(&side_outputs, &[NamedPath::new("--resume", path)])?;
     let mut opt = Optimizer::new(state.optimizer.clone())?;
     opt.slots = slots;
