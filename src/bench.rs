@@ -1,4 +1,4 @@
-//! The benchmark workloads of `shared/bench/SPEC.md`, exactly as specified there:
+//! The benchmark workloads of the project's benchmark specification (SPEC.md), exactly as it states them:
 //!
 //! - **W1**: one training epoch of the 784-1024-1024-10 ReLU network with inverted dropout (keep 0.8
 //!   on the input, 0.5 on hidden units), softmax cross-entropy, SGD momentum 0.9, lr 0.01, batch 128,

@@ -101,7 +101,9 @@ impl Keep {
 }
 
 /// The mask threshold of a keep probability: a unit is kept when its 32 random bits, read as an
-/// unsigned integer, are below `round(keep · 2^32)`. keep = 1 gives 2^32, so every unit is kept.
+/// unsigned integer, are below `round(keep · 2^32)`, halves rounded away from zero (`f64::round`;
+/// the product is exact, so this is the integer nearest to it). keep = 1 gives 2^32, so every unit
+/// is kept. `docs/masks.md` states the rule with a table of thresholds.
 pub fn threshold(keep: f64) -> u64 {
     (keep * 4_294_967_296.0).round() as u64
 }

@@ -1,7 +1,7 @@
 //! The test vectors of docs/masks.md (computed there by an independent Python implementation)
 //! against the library: the bit rule itself and the masks a network actually draws.
 
-use dropnet::dropout::{mask_bit, mask_word, MaskDraw};
+use dropnet::dropout::{mask_bit, mask_word, threshold, MaskDraw};
 use dropnet::rng::Stream;
 use dropnet::{Activation, Architecture, Matrix, Mode, Network, Scaling};
 
@@ -80,4 +80,21 @@ fn a_training_network_draws_the_documented_bits() {
         }
     }
     assert_eq!(checked, 3, "the table should hold three seed-42 vectors for layers 0 and 1");
+}
+
+#[test]
+fn every_documented_threshold_matches() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/masks.md")).unwrap();
+    let table = doc.split("<!-- thresholds:begin -->").nth(1).unwrap().split("<!-- thresholds:end -->").next().unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| keep") && !l.starts_with("| ---"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert!(rows.len() >= 8, "the table was not found or is short");
+    for r in rows {
+        let keep: f64 = r[0].parse().unwrap();
+        assert_eq!(keep * 4_294_967_296.0, r[1].parse::<f64>().unwrap(), "keep·2^32 of {keep}");
+        assert_eq!(threshold(keep), r[2].parse::<u64>().unwrap(), "threshold of {keep}");
+    }
 }

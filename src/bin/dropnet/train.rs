@@ -133,7 +133,8 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     options.check_new_run()?;
     let v = &options.values;
     let dir = data::discover(v.data.as_deref())?;
-    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref())?.absolute()?;
+    // Read and named in messages as the user gave it; recorded with absolute paths for --resume.
+    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref())?;
     let out = v.out.clone().unwrap_or_else(|| PathBuf::from(defaults::OUT));
     check_outputs(&outputs(options, &out, "the model file"), &inputs(&source, recipe, v.keep_file.as_deref()))?;
     let net = options.network()?;
@@ -141,7 +142,7 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let opt = Optimizer::new(state.optimizer.clone())?;
     let epochs = v.epochs.unwrap_or(defaults::EPOCHS);
     state.target_epochs = Some(epochs);
-    state.data = Some(source.clone());
+    state.data = Some(source.absolute()?);
     let out_before = std::fs::metadata(&out).is_ok().then(|| "what it held before".to_string());
     Ok(Run {
         net,
