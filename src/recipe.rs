@@ -254,14 +254,17 @@ impl Options {
         }
         let method = v.optimizer.unwrap_or(OptimConfig::default().method);
         if !matches!(method, Method::Sgd | Method::Nesterov) {
-            for field in ["momentum", "momentum_start", "momentum_ramp_epochs", "scale_lr_by_momentum"] {
-                if with_option_fields!(given_fields!(v)).contains(&field) {
-                    return Err(self.error(
-                        field,
-                        format!("has no effect with --optimizer {method:?} (only sgd and nesterov use momentum)")
-                            .to_lowercase(),
-                    ));
-                }
+            let given = v.given();
+            let momentum = ["momentum", "momentum_start", "momentum_ramp_epochs", "scale_lr_by_momentum"];
+            if let Some(field) = momentum.into_iter().find(|f| given.contains(f)) {
+                let name = serde_json::to_value(method).expect("a unit variant").as_str().unwrap_or("").to_string();
+                return Err(self.error(
+                    field,
+                    format!(
+                        "has no effect with {} {name} (only sgd and nesterov use momentum)",
+                        self.name("optimizer")
+                    ),
+                ));
             }
         }
         match (v.momentum_start, v.momentum_ramp_epochs) {

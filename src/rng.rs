@@ -13,10 +13,10 @@
 //! how a dropout mask bit is read from this; the tests check its table of vectors.
 
 /// Multipliers and Weyl key increments of Philox4x32 (Salmon et al. 2011, table 2).
-const M0: u32 = 0xD251_1F53;
-const M1: u32 = 0xCD9E_8D57;
-const W0: u32 = 0x9E37_79B9;
-const W1: u32 = 0xBB67_AE85;
+pub(crate) const M0: u32 = 0xD251_1F53;
+pub(crate) const M1: u32 = 0xCD9E_8D57;
+pub(crate) const W0: u32 = 0x9E37_79B9;
+pub(crate) const W1: u32 = 0xBB67_AE85;
 
 /// One Philox4x32 round: two 32×32→64-bit multiplies, then mix the halves with the other words
 /// and the round key.

@@ -24,16 +24,16 @@ pub(super) trait MicroKernel<T> {
     /// `a` holds kc·MR values, `b` kc rows of NR values, `c` an MR × NR tile.
     unsafe fn tile(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool);
 
-    /// Packs one panel (see [`super::gather`], whose contract this shares); kernels may override it
+    /// Packs one panel (see [`super::pack::gather`], whose contract this shares); kernels may override it
     /// with a vectorised version for their panel widths.
     ///
     /// # Safety
-    /// As [`super::gather`].
+    /// As [`super::pack::gather`].
     unsafe fn pack(panel: &mut [T], width: usize, origin: *const T, strides: (isize, isize), used: usize, depth: usize)
     where
         T: Scalar,
     {
-        unsafe { super::gather(panel, width, origin, strides, used, depth) }
+        unsafe { super::pack::gather(panel, width, origin, strides, used, depth) }
     }
 }
 
@@ -99,7 +99,7 @@ impl MicroKernel<f32> for Avx512 {
     }
 }
 
-/// The panel packing of [`super::gather`] for full 8- and 32-wide panels with one unit stride, the
+/// The panel packing of [`super::pack::gather`] for full 8- and 32-wide panels with one unit stride, the
 /// layouts of every W1 product; anything else goes to the portable code.
 ///
 /// Runs of contiguous values are moved a vector at a time. A transposed read (unit stride along
@@ -167,7 +167,7 @@ unsafe fn pack_avx512(
                 }
             }
         }
-        _ => unsafe { super::gather(panel, width, origin, (w_stride, p_stride), used, depth) },
+        _ => unsafe { super::pack::gather(panel, width, origin, (w_stride, p_stride), used, depth) },
     }
 }
 
