@@ -14,19 +14,27 @@ struct Vector {
     bit: bool,
 }
 
-fn vectors() -> Vec<Vector> {
+/// The cells of the data rows of the table between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+/// in docs/masks.md (the header row and the rule below it left out).
+fn table(name: &str) -> Vec<Vec<String>> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/masks.md")).unwrap();
-    let table = doc.split("<!-- vectors:begin -->").nth(1).unwrap().split("<!-- vectors:end -->").next().unwrap();
-    let rows: Vec<Vec<&str>> = table
+    let begin = format!("<!-- {name}:begin -->");
+    let table = doc.split(&begin).nth(1).unwrap().split(&format!("<!-- {name}:end -->")).next().unwrap();
+    table
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| seed") && !l.starts_with("| ---"))
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
-    rows.into_iter()
+        .filter(|l| l.starts_with("| "))
+        .skip(2)
+        .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+fn vectors() -> Vec<Vector> {
+    table("vectors")
+        .into_iter()
         .map(|c| Vector {
             draw: MaskDraw {
                 seed: c[0].parse().unwrap(),
-                stream: match c[1] {
+                stream: match c[1].as_str() {
                     "mask" => Stream::Mask,
                     "mc-mask" => Stream::McMask,
                     other => panic!("unknown stream {other}"),
@@ -38,7 +46,7 @@ fn vectors() -> Vec<Vector> {
             row: c[4].parse().unwrap(),
             column: c[5].parse().unwrap(),
             keep: c[6].parse().unwrap(),
-            word: u32::from_str_radix(c[7], 16).unwrap(),
+            word: u32::from_str_radix(&c[7], 16).unwrap(),
             bit: c[8] == "1",
         })
         .collect()
@@ -84,13 +92,7 @@ fn a_training_network_draws_the_documented_bits() {
 
 #[test]
 fn every_documented_threshold_matches() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/masks.md")).unwrap();
-    let table = doc.split("<!-- thresholds:begin -->").nth(1).unwrap().split("<!-- thresholds:end -->").next().unwrap();
-    let rows: Vec<Vec<&str>> = table
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| keep") && !l.starts_with("| ---"))
-        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let rows = table("thresholds");
     assert!(rows.len() >= 8, "the table was not found or is short");
     for r in rows {
         let keep: f64 = r[0].parse().unwrap();

@@ -8,7 +8,7 @@ use dropnet::eval::{evaluate, predict, Prediction};
 use dropnet::limits::MAX_MC_SAMPLES;
 use dropnet::model_file::{self, Saved};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -25,22 +25,10 @@ pub struct DataArgs {
     label_col: Option<String>,
 }
 
+/// The model, the data, and how many Monte-Carlo samples to average.
 #[derive(Args)]
-pub struct EvalArgs {
-    #[arg(long)]
-    model: PathBuf,
-    #[command(flatten)]
-    data: DataArgs,
-    /// Also report the error of the mean of T Monte-Carlo dropout samples (T ≥ 1)
-    #[arg(long)]
-    mc: Option<u32>,
-    /// Print one JSON object
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-pub struct PredictArgs {
+pub struct ModelArgs {
+    /// The model file
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]
@@ -48,6 +36,21 @@ pub struct PredictArgs {
     /// Monte-Carlo dropout samples per example, T ≥ 1 (none: one evaluation pass)
     #[arg(long)]
     mc: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    run: ModelArgs,
+    /// Print one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    run: ModelArgs,
     /// Predict only the first N examples (N ≥ 1)
     #[arg(long)]
     limit: Option<usize>,
@@ -66,8 +69,11 @@ fn check_mc(mc: Option<u32>) -> Result<()> {
     }
 }
 
-/// The model, and the evaluation examples standardised as the model's training data was.
-fn model_and_data(model: &Path, args: &DataArgs) -> Result<(Saved, Dataset)> {
+/// The model, the evaluation examples standardised as the model's training data was, and the
+/// checked number of Monte-Carlo samples.
+fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>)> {
+    check_mc(run.mc)?;
+    let (model, args) = (&run.model, &run.data);
     let saved = model_file::load(model)?;
     let dir = data::discover(args.data.as_deref())?;
     let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref())?;
@@ -84,27 +90,26 @@ fn model_and_data(model: &Path, args: &DataArgs) -> Result<(Saved, Dataset)> {
     if let Some(s) = &saved.standardization {
         s.apply(&mut set)?;
     }
-    Ok((saved, set))
+    Ok((saved, set, run.mc))
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
-    check_mc(args.mc)?;
-    let (mut saved, set) = model_and_data(&args.model, &args.data)?;
+    let (mut saved, set, mc) = model_and_data(&args.run)?;
     let (error, loss) = evaluate(&mut saved.net, &set, saved.loss)?;
-    let mc_error = match args.mc {
+    let mc_error = match mc {
         Some(t) => Some(misclassified(&predict(&mut saved.net, &set.x, saved.loss, Some(t))?, &set.labels)),
         None => None,
     };
     if args.json {
         let mut report = serde_json::json!({ "error": error, "loss": loss, "n": set.len() });
-        if let (Some(t), Some(e)) = (args.mc, mc_error) {
+        if let (Some(t), Some(e)) = (mc, mc_error) {
             report["mc_error"] = serde_json::json!(e);
             report["mc_samples"] = serde_json::json!(t);
         }
         println!("{report}");
     } else {
         println!("error {:.2}%  loss {loss:.4}  on {} examples", 100.0 * error, set.len());
-        if let (Some(t), Some(e)) = (args.mc, mc_error) {
+        if let (Some(t), Some(e)) = (mc, mc_error) {
             println!("Monte-Carlo dropout ({t} samples): error {:.2}%", 100.0 * e);
         }
     }
@@ -117,16 +122,15 @@ fn misclassified(predictions: &[Prediction], labels: &[usize]) -> f64 {
 }
 
 pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
-    check_mc(args.mc)?;
     if args.limit == Some(0) {
         return Err(Error::Config("--limit 0 would predict nothing: give 1 or more".into()));
     }
-    let (mut saved, mut set) = model_and_data(&args.model, &args.data)?;
+    let (mut saved, mut set, mc) = model_and_data(&args.run)?;
     if let Some(n) = args.limit {
         set = set.subset(&(0..n.min(set.len())).collect::<Vec<_>>());
     }
     let started = Instant::now();
-    let predictions = predict(&mut saved.net, &set.x, saved.loss, args.mc)?;
+    let predictions = predict(&mut saved.net, &set.x, saved.loss, mc)?;
     let seconds = started.elapsed().as_secs_f64();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -152,7 +156,7 @@ pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
         let summary = serde_json::json!({
             "summary": true,
             "examples": predictions.len(),
-            "mc_samples": args.mc,
+            "mc_samples": mc,
             "error": error,
             "seconds": seconds,
             "examples_per_s": rate,
