@@ -122,8 +122,15 @@ impl Source {
     }
 
     /// The same source with absolute paths, so that a run resumed from another folder finds it.
+    /// The paths go into a model file's JSON metadata, so they must be UTF-8.
     pub fn absolute(&self) -> Result<Self> {
-        let abs = |p: &Path| std::path::absolute(p).map_err(|e| crate::error::read_error(p, e));
+        let abs = |p: &Path| {
+            let path = std::path::absolute(p).map_err(|e| crate::error::read_error(p, e))?;
+            match path.to_str() {
+                Some(_) => Ok(path),
+                None => Err(file_error(p, "the path is not UTF-8 text, and the model file records it as text")),
+            }
+        };
         Ok(match self {
             Source::Idx(dir) => Source::Idx(abs(dir)?),
             Source::Csv { train, test, label_col } => Source::Csv {
