@@ -401,3 +401,39 @@ fn read_tensors(
     }
     Ok(slots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{OptimConfig, Optimizer};
+    use crate::train::first_non_finite;
+
+    fn small() -> (Network<f32>, Vec<Slots>) {
+        let arch =
+            Architecture::mlp(&[3, 2], Activation::Relu, Activation::Identity, &[0.8], Scaling::Inverted).unwrap();
+        let net = Network::<f32>::new(&arch, 1).unwrap();
+        let slots = net
+            .params()
+            .iter()
+            .map(|p| Slots { first: vec![0.0; p.value.len()], second: vec![0.0; p.value.len()] })
+            .collect();
+        (net, slots)
+    }
+
+    #[test]
+    fn a_model_with_non_finite_optimizer_state_is_not_encoded() {
+        // dropnet used to save such a file and then refuse to read it.
+        fn extras(slots: &[Slots]) -> Extras<'_> {
+            Extras { loss: Loss::SoftmaxCrossEntropy, training: None, standardization: None, slots }
+        }
+        let (net, mut slots) = small();
+        assert!(encode(&net, &extras(&slots)).is_ok());
+        slots[1].second[0] = f32::INFINITY;
+        let err = encode(&net, &extras(&slots)).unwrap_err().to_string();
+        assert!(err.contains("optimizer.layers.0.bias.second") && err.contains("nothing was written"), "{err}");
+        // and the training loop names the same value as a divergence
+        let mut opt = Optimizer::new(OptimConfig::default()).unwrap();
+        opt.slots = slots;
+        assert!(first_non_finite(&net, &opt).unwrap().contains("optimizer.layers.0.bias.second holds inf"));
+    }
+}
