@@ -308,7 +308,7 @@ mod tests {
     fn derivatives_match_central_differences() {
         // away from ReLU-family kinks
         for act in Activation::ALL.into_iter().filter(|&a| a != Activation::Softmax) {
-            for z in [-2.3, -0.4, 0.2, 1.7] {
+            for z in [-2.3f64, -0.4, 0.2, 1.7] {
                 let h = 1e-6;
                 let numeric = (act.apply(z + h) - act.apply(z - h)) / (2.0 * h);
                 let analytic = act.derivative(z, act.apply(z));

@@ -18,6 +18,7 @@ pub mod network;
 pub mod optim;
 pub mod recipe;
 pub mod rng;
+pub mod scalar;
 pub mod tensor;
 pub mod train;
 

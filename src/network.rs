@@ -5,7 +5,7 @@ use crate::activation::Activation;
 use crate::dropout::{Dropout, Keep, MaskDraw, Scaling};
 use crate::error::{shape, Error, Result};
 use crate::layer::Dense;
-use crate::optim::{max_norm, update, BlockUpdate, Optimizer};
+use crate::optim::{max_norm, update, update_rows, BlockUpdate, Optimizer};
 use crate::rng::{Stream, StreamRng};
 use crate::tensor::{Matrix, Scalar};
 use std::fmt;
@@ -343,7 +343,7 @@ impl Network<f32> {
     /// of training: each weight matrix is updated block by block while the product computing its
     /// gradient finishes that block (so the update reads the gradient from cache and runs in the
     /// product's threads), after the input gradient that needs the old weights. The result is the
-    /// same, bit for bit, as [`Network::backward`] followed by [`Optimizer::step`]. The weight
+    /// same, bit for bit, as [`Network::backward`] followed by [`Network::apply_update`]. The weight
     /// gradients exist only block by block, inside the products: `weight_grad` does not hold them
     /// afterwards (the bias gradients are stored).
     pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
@@ -368,6 +368,22 @@ impl Network<f32> {
             update(&mut layer.bias, &layer.bias_grad, b_slots, &p, false);
             Ok(())
         })
+    }
+}
+
+impl Network<f32> {
+    /// One optimizer update of every parameter from its stored gradients, in epoch `epoch` (the
+    /// unfused path: [`Network::backward_and_update`] makes the same update of each weight matrix
+    /// while its gradient is computed).
+    pub fn apply_update(&mut self, opt: &mut Optimizer, epoch: usize) {
+        let p = opt.begin_step(epoch, 2 * self.layers.len());
+        let c = opt.config.max_norm.map(|c| c as f32);
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let inputs = layer.inputs();
+            let weight = layer.weight.as_mut_slice();
+            update_rows(weight, layer.weight_grad.as_slice(), &mut opt.slots[2 * l], &p, true, inputs, c);
+            update(&mut layer.bias, &layer.bias_grad, &mut opt.slots[2 * l + 1], &p, false);
+        }
     }
 }
 

@@ -307,7 +307,8 @@ pub fn train(
 ) -> Result<Stop> {
     let train = &splits.train;
     let total_steps = check_run(net, loss, train, state)?;
-    opt.fit_slots(net)?;
+    let params = net.params();
+    opt.fit_slots(params.iter().map(|p| (p.name.as_str(), p.value.len())))?;
     if patience_reached(state) {
         return Ok(Stop::EarlyStopped);
     }

@@ -1,6 +1,6 @@
 //! Training updates each weight matrix inside the product that computes its gradient
 //! (`Network::backward_and_update`); that must be the same update, bit for bit, as computing every
-//! gradient first and then stepping the optimizer (`Network::backward` + `Optimizer::step`).
+//! gradient first and then stepping the optimizer (`Network::backward` + `Network::apply_update`).
 
 use dropnet::loss::Loss;
 use dropnet::optim::{Method, OptimConfig, Optimizer};
@@ -42,7 +42,7 @@ fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
             net.backward_and_update(&grad, &mut opt, 0).unwrap();
         } else {
             net.backward(&grad, None).unwrap();
-            opt.step(&mut net, 0);
+            net.apply_update(&mut opt, 0);
         }
     }
     let slots = opt.slots.iter().flat_map(|s| s.first.iter().chain(&s.second).map(|v| v.to_bits())).collect();

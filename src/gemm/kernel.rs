@@ -10,7 +10,7 @@
 //! FMA units, not memory, set the pace. The tile sizes fill the register file: AVX-512 keeps
 //! 8 × 32 floats in 16 of its 32 zmm registers, AVX2 6 × 16 in 12 of its 16 ymm registers.
 
-use crate::tensor::Scalar;
+use crate::scalar::Real;
 
 /// The largest MR·NR of any kernel (the size of the buffer for tiles over C's edge).
 pub(super) const MAX_TILE: usize = 256;
@@ -31,7 +31,7 @@ pub(super) trait MicroKernel<T> {
     /// As [`super::pack::gather`].
     unsafe fn pack(panel: &mut [T], width: usize, origin: *const T, strides: (isize, isize), used: usize, depth: usize)
     where
-        T: Scalar,
+        T: Real,
     {
         unsafe { super::pack::gather(panel, width, origin, strides, used, depth) }
     }
@@ -41,7 +41,7 @@ pub(super) trait MicroKernel<T> {
 /// inner loop over j.
 pub(super) struct Portable;
 
-impl<T: Scalar> MicroKernel<T> for Portable {
+impl<T: Real> MicroKernel<T> for Portable {
     const MR: usize = 4;
     const NR: usize = 16;
 

@@ -34,7 +34,7 @@
 mod kernel;
 mod pack;
 
-use crate::tensor::Scalar;
+use crate::scalar::Real;
 use kernel::MicroKernel;
 use pack::{pack_a, pack_b, prefetch_panel};
 use rayon::prelude::*;
@@ -97,7 +97,7 @@ unsafe impl<T: Send> Send for Product<T> {}
 unsafe impl<T: Sync> Sync for Product<T> {}
 
 /// The element types with a product: each picks its micro-kernel.
-pub trait Gemm: Sized {
+pub trait Gemm: Real {
     /// Computes `p` on the current thread.
     ///
     /// # Safety
@@ -132,7 +132,7 @@ impl Gemm for f64 {
 ///
 /// # Safety
 /// As [`Gemm::product_on_this_thread`].
-pub(crate) unsafe fn run<T: Scalar>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
+pub(crate) unsafe fn run<T: Gemm>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
     if p.m == 0 || p.n == 0 {
         return;
     }
@@ -199,7 +199,7 @@ fn reserve<T>(lines: &mut Vec<CacheLine>, len: usize) -> *mut T {
 ///
 /// # Safety
 /// As [`Gemm::product_on_this_thread`].
-unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
+unsafe fn blocked<T: Real, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option<Epilogue<T>>) {
     WORKSPACE.with(|cell| {
         // A product never calls back into rayon while it holds the workspace, so the borrow cannot
         // be re-entered from this thread; if it somehow were, a fresh workspace keeps it correct.
@@ -242,7 +242,7 @@ unsafe fn blocked<T: Scalar, K: MicroKernel<T>>(p: &Product<T>, epilogue: Option
 /// and the epilogue (on the last block of depth) on each MR-row strip as soon as it is done. With
 /// `strip`, each strip of C goes there (row stride nc) instead of into C.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiles<T: Scalar, K: MicroKernel<T>>(
+unsafe fn tiles<T: Real, K: MicroKernel<T>>(
     p: &Product<T>,
     packed_a: *const T,
     packed_b: *const T,
@@ -305,7 +305,7 @@ struct BlockOfB<T> {
 }
 
 /// The block of B packed after the one at columns `jc..jc+nc` that ends at depth `pc_end`, if any.
-fn next_block_of_b<T: Scalar>(p: &Product<T>, jc: usize, nc: usize, pc_end: usize) -> Option<BlockOfB<T>> {
+fn next_block_of_b<T: Real>(p: &Product<T>, jc: usize, nc: usize, pc_end: usize) -> Option<BlockOfB<T>> {
     if pc_end < p.k {
         Some(BlockOfB { b: p.b, pc: pc_end, kc: KC.min(p.k - pc_end), jc, nc })
     } else if jc + nc < p.n {
@@ -315,7 +315,7 @@ fn next_block_of_b<T: Scalar>(p: &Product<T>, jc: usize, nc: usize, pc_end: usiz
     }
 }
 
-impl<T: Scalar> BlockOfB<T> {
+impl<T: Real> BlockOfB<T> {
     /// Fetches share `part` of `parts` of the block (a run of its columns) into L2. Each MR-row
     /// strip of the current block's tiles fetches one share, so the next block arrives while this
     /// one is multiplied and `pack_b` reads it from L2 rather than L3 (W1 steps 0.3–1% faster,

@@ -3,11 +3,11 @@
 
 use super::kernel::MicroKernel;
 use super::Operand;
-use crate::tensor::Scalar;
+use crate::scalar::Real;
 
 /// Packs rows `ic..ic+mc`, depth `pc..pc+kc` of op(A) into MR-tall panels, zero-padded to a
 /// multiple of MR rows: value (r, p) of panel q goes to `q·kc·MR + p·MR + r`.
-pub(super) unsafe fn pack_a<T: Scalar, K: MicroKernel<T>>(
+pub(super) unsafe fn pack_a<T: Real, K: MicroKernel<T>>(
     dst: *mut T,
     a: Operand<T>,
     ic: usize,
@@ -27,7 +27,7 @@ pub(super) unsafe fn pack_a<T: Scalar, K: MicroKernel<T>>(
 
 /// Packs depth `pc..pc+kc`, columns `jc..jc+nc` of op(B) into NR-wide panels, zero-padded to a
 /// multiple of NR columns: value (p, j) of panel q goes to `q·kc·NR + p·NR + j`.
-pub(super) unsafe fn pack_b<T: Scalar, K: MicroKernel<T>>(
+pub(super) unsafe fn pack_b<T: Real, K: MicroKernel<T>>(
     dst: *mut T,
     b: Operand<T>,
     pc: usize,
@@ -81,7 +81,7 @@ pub(super) fn prefetch_panel<T>(origin: *const T, (w_stride, p_stride): (isize, 
 /// The common layouts take fast paths: `w_stride == 1` copies runs of `used` values (rows of B,
 /// columns of a transposed A), `p_stride == 1` transposes blocks of 8 so that both the reads and
 /// the writes stay sequential.
-pub(super) unsafe fn gather<T: Scalar>(
+pub(super) unsafe fn gather<T: Real>(
     panel: &mut [T],
     width: usize,
     origin: *const T,
