@@ -7,11 +7,13 @@
 //! tensor's, and a case passes at or below [`TOLERANCE`].
 
 use crate::activation::Activation;
-use crate::dropout::{Keep, Scaling};
+use crate::dropout::Scaling;
 use crate::error::{Error, Result};
+use crate::layer::{Layer, PoolKind};
 use crate::loss::{Loss, Targets};
 use crate::network::{Architecture, Init, Mode, Network};
 use crate::rng::{Stream, StreamRng};
+use crate::stack::{Stack, Token};
 use crate::tensor::Matrix;
 
 /// Half-width of the central difference.
@@ -21,15 +23,19 @@ pub const TOLERANCE: f64 = 1e-6;
 /// No pre-activation of a kinked activation may lie closer than this to the kink: the finite
 /// difference would straddle it.
 pub const KINK_MARGIN: f64 = 1e-3;
+/// No window of a max-pooling may have its two largest inputs closer than this: the maximum
+/// would switch under the finite difference.
+pub const TIE_MARGIN: f64 = 1e-3;
 /// The training step whose masks the check freezes.
 const STEP: u32 = 7;
 
 /// How keep probabilities are set in a case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeepKind {
-    /// A different keep per unit in (0.35, 0.95), with unit 0 of every layer at exactly 1.
+    /// A different keep per unit (per channel for spatial noise) in (0.35, 0.95), with the first
+    /// at exactly 1.
     PerUnit,
-    /// 0.8 on the input, 0.5 on hidden layers.
+    /// As the stack says (the MLP form: 0.8 on the input, 0.5 on hidden layers).
     PerLayer,
 }
 
@@ -37,7 +43,10 @@ pub enum KeepKind {
 #[derive(Clone, Debug)]
 pub struct Case {
     pub name: String,
+    /// The units-per-layer form of the network (`hidden`, `output` and `scaling` complete it)...
     pub sizes: Vec<usize>,
+    /// ...or, when given, its token form (`hidden` and `output` then unused).
+    pub tokens: Option<&'static str>,
     pub hidden: Activation,
     pub output: Activation,
     pub loss: Loss,
@@ -53,6 +62,7 @@ impl Case {
         Self {
             name: name.to_string(),
             sizes: vec![5, 7, 6, 3],
+            tokens: None,
             hidden,
             output: Activation::Identity,
             loss: Loss::SoftmaxCrossEntropy,
@@ -99,10 +109,45 @@ pub fn cases() -> Vec<Case> {
     let mut c = Case::new("tanh-standard-perunit-eval-batch4", Tanh, Standard, PerUnit, 4);
     c.eval = true;
     cases.push(c);
+    cases.extend(stack_cases());
     cases
 }
 
-/// One gradient, flattened, with its tensor's name (`layers.N.weight`, `layers.N.bias`, `input`).
+/// The cases of convolutional stacks: convolutions of stride 1 and 2, padding 0 and 2, one to five
+/// channels; both poolings (inputs kept away from ties, [`TIE_MARGIN`]); flatten; per-unit,
+/// per-channel and spatial noise on feature maps; a noise and an activation standing alone.
+fn stack_cases() -> Vec<Case> {
+    use KeepKind::*;
+    use Scaling::*;
+    let stacks: [(&str, &str, KeepKind, Scaling); 12] = [
+        ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
+        ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
+        ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
+        ("conv-maxpool", "2x6x6,conv3k3p1,tanh,maxpool2,flatten,keep0.8,dense3", PerLayer, Inverted),
+        ("conv-maxpool-s1-overlapping", "1x5x5,conv2k2p1,tanh,maxpool3s1,flatten,dense3", PerLayer, Inverted),
+        ("conv-avgpool", "2x6x6,conv3k3,tanh,avgpool2s1,flatten,dense3", PerLayer, Inverted),
+        ("spatial-per-channel", "3x6x6,spatial0.7,conv4k3,relu,spatial0.6,flatten,dense3", PerUnit, Inverted),
+        ("spatial-gelu", "3x6x6,spatial0.7,conv4k3,gelu,flatten,keep0.6,dense3", PerUnit, Standard),
+        ("perunit-map-conv", "2x5x5,keep0.7,conv3k3,tanh,flatten,dense3", PerUnit, Inverted),
+        ("perchannel-map-conv", "3x5x5,keep0.7,conv2k3,selu,flatten,dense3", PerLayer, Inverted),
+        ("noise-before-maxpool", "2x6x6,conv3k3p1,tanh,keep0.7,maxpool2,flatten,dense3", PerUnit, Inverted),
+        ("activation-after-avgpool", "2x6x6,conv3k3p1,avgpool2,relu,spatial0.8,flatten,dense3", PerUnit, Standard),
+    ];
+    let mut cases: Vec<Case> = stacks
+        .iter()
+        .map(|&(name, tokens, keep, scaling)| {
+            let mut c = Case::new(&format!("{name}-{scaling}-batch3"), Activation::Identity, scaling, keep, 3);
+            c.tokens = Some(tokens);
+            c
+        })
+        .collect();
+    let mut eval = cases[3].clone();
+    (eval.name, eval.eval) = ("conv-maxpool-eval-batch3".into(), true);
+    cases.push(eval);
+    cases
+}
+
+/// One gradient, flattened, with its tensor's name (`N.weight`, `N.bias`, `input`).
 #[derive(Clone, Debug)]
 pub struct Tensor {
     pub name: String,
@@ -121,49 +166,75 @@ pub struct Problem {
 
 impl Problem {
     /// Draw a problem for `case` from `seed`; `None` when a pre-activation of a kinked activation
-    /// falls within [`KINK_MARGIN`] of the kink (the caller then tries the next seed).
+    /// falls within [`KINK_MARGIN`] of the kink, or two inputs of a max-pooling window within
+    /// [`TIE_MARGIN`] of each other (the caller then tries the next seed).
     pub fn draw(case: &Case, seed: u64) -> Result<Option<Self>> {
-        let layers = case.sizes.len() - 1;
         let mut rng = StreamRng::new(seed, Stream::Gradcheck, 0, 0);
-        let keep = (0..layers)
-            .map(|l| {
-                let n = case.sizes[l];
-                let values = match case.keep {
-                    KeepKind::PerUnit => {
-                        (0..n).map(|k| if k == 0 { 1.0 } else { 0.35 + 0.6 * rng.uniform() }).collect()
-                    }
-                    KeepKind::PerLayer => vec![if l == 0 { 0.8 } else { 0.5 }; n],
-                };
-                Keep::per_unit(values)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut activations = vec![case.hidden; layers];
-        activations[layers - 1] = case.output;
-        let arch = Architecture {
-            sizes: case.sizes.clone(),
-            activations,
-            keep,
-            scaling: case.scaling,
-            init: Init::for_activation(case.hidden),
+        let mut stack = match case.tokens {
+            Some(tokens) => Stack::parse(tokens, case.scaling)?,
+            None => {
+                let layers = case.sizes.len() - 1;
+                let keep: Vec<Vec<f64>> = (0..layers).map(|l| vec![if l == 0 { 0.8 } else { 0.5 }]).collect();
+                Stack::mlp(&case.sizes, case.hidden, case.output, &keep, case.scaling)?
+            }
         };
-        let mut net = Network::new(&arch, seed)?;
-        for layer in net.layers_mut() {
-            for b in layer.bias.iter_mut() {
-                *b = 0.2 * rng.normal();
+        if case.keep == KeepKind::PerUnit {
+            // one keep per unit of the noise's input (per channel for spatial noise), the first 1
+            let plans = crate::layer::plan(&stack)?;
+            let shapes: Vec<_> = plans.iter().filter_map(|p| p.noise.as_ref().map(|n| (n.0.noise, n.2))).collect();
+            for (spec, (kind, shape)) in stack.noises_mut().zip(shapes) {
+                let n = match (kind, shape) {
+                    (crate::stack::NoiseKind::Spatial, crate::stack::Shape::Map { c, .. }) => c,
+                    _ => shape.units(),
+                };
+                spec.keep = (0..n).map(|k| if k == 0 { 1.0 } else { 0.35 + 0.6 * rng.uniform() }).collect();
             }
         }
-        let (m, n_in, n_out) = (case.batch, case.sizes[0], case.sizes[layers]);
+        if case.name.starts_with("perchannel-map") {
+            // the keep file's per-channel form on a feature map: one keep per channel, per unit noise
+            for spec in stack.noises_mut() {
+                spec.keep = vec![1.0, 0.6, 0.45];
+            }
+        }
+        let hidden = stack.tokens.iter().find_map(|t| match t {
+            Token::Activation { activation } => Some(*activation),
+            _ => None,
+        });
+        let init = hidden.map_or(Init::He, Init::for_activation);
+        let mut net = Network::new(&Architecture { stack, init }, seed)?;
+        for layer in net.layers_mut() {
+            if let Some((_, bias)) = layer.parameters_mut() {
+                for b in bias.iter_mut() {
+                    *b = 0.2 * rng.normal();
+                }
+            }
+        }
+        let (m, n_in, n_out) = (case.batch, net.inputs(), net.outputs());
         let x = Matrix::from_fn(m, n_in, |_, _| rng.normal());
         let labels = (0..m).map(|_| rng.below(n_out as u32) as usize).collect();
         let values = Matrix::from_fn(m, n_out, |_, _| rng.uniform());
         let mode = if case.eval { Mode::Eval } else { Mode::Train { step: STEP } };
         let mut problem = Problem { net, x, labels, values, loss: case.loss, mode };
         problem.objective()?;
-        let near_kink = problem.net.layers().iter().any(|layer| {
-            layer.activation.has_kink_at_zero()
-                && layer.pre_activation().as_slice().iter().any(|z| z.abs() < KINK_MARGIN)
-        });
-        Ok(if near_kink { None } else { Some(problem) })
+        Ok(if problem.near_a_kink_or_tie() { None } else { Some(problem) })
+    }
+
+    /// Whether a kinked activation's input lies near its kink, or a max-pooling window near a tie.
+    fn near_a_kink_or_tie(&self) -> bool {
+        let layers = self.net.layers();
+        layers.iter().enumerate().any(|(l, layer)| {
+            let kinked = layer
+                .activation()
+                .is_some_and(|(act, z)| act.has_kink_at_zero() && z.as_slice().iter().any(|z| z.abs() < KINK_MARGIN));
+            let tied = match layer {
+                Layer::Pool(pool) if pool.kind == PoolKind::Max => {
+                    let input = if l == 0 { &self.x } else { layers[l - 1].output() };
+                    pool.smallest_gap(input) < TIE_MARGIN
+                }
+                _ => false,
+            };
+            kinked || tied
+        })
     }
 
     fn targets(&self) -> Targets<'_, f64> {
@@ -303,7 +374,9 @@ mod tests {
         let mut da = Matrix::zeros(0, 0);
         p.objective_and_grad(&mut da).unwrap();
         let mut tensors = Vec::new();
+        let modules: Vec<usize> = p.net.plans().iter().map(|pl| pl.module).collect();
         for (l, layer) in p.net.layers().iter().enumerate().rev() {
+            let Layer::Dense(layer) = layer else { unreachable!("an MLP") };
             let mut dz = Matrix::zeros(0, 0);
             layer.activation.backward(layer.pre_activation(), layer.output(), &da, &mut dz);
             let mut dw = Matrix::zeros(layer.outputs(), layer.inputs());
@@ -312,7 +385,7 @@ mod tests {
             let mut da_tilde = Matrix::zeros(dz.rows(), layer.inputs());
             matmul(&mut da_tilde, &dz, Trans::No, &layer.weight, Trans::No, false).unwrap();
             // The mistake: da = da_tilde · r, without the / keep.
-            let mask = layer.dropout.mask();
+            let mask = layer.noise.as_ref().unwrap().mask();
             da = Matrix::from_fn(da_tilde.rows(), da_tilde.cols(), |i, k| {
                 if mask.get(i, k) {
                     da_tilde.get(i, k)
@@ -320,8 +393,8 @@ mod tests {
                     0.0
                 }
             });
-            tensors.push(Tensor { name: format!("layers.{l}.bias"), values: db });
-            tensors.push(Tensor { name: format!("layers.{l}.weight"), values: dw.as_slice().to_vec() });
+            tensors.push(Tensor { name: format!("{}.bias", modules[l]), values: db });
+            tensors.push(Tensor { name: format!("{}.weight", modules[l]), values: dw.as_slice().to_vec() });
         }
         tensors.push(Tensor { name: "input".into(), values: da.as_slice().to_vec() });
         tensors
@@ -338,7 +411,7 @@ mod tests {
         // ...and the forum's backward fails it on every tensor below the last layer.
         let wrong = compare(&backward_forgetting_keep(&mut problem), &numeric).unwrap();
         for (name, err) in &wrong {
-            if name.starts_with("layers.2") {
+            if name.starts_with("7.") {
                 assert!(*err <= TOLERANCE, "{name}: the last layer's gradient does not pass a mask");
             } else {
                 assert!(*err > 0.1, "{name}: {err} — the check missed the forgotten 1/keep");

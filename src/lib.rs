@@ -16,9 +16,9 @@ pub mod loss;
 pub mod model_file;
 pub mod network;
 pub mod optim;
-pub mod recipe;
 pub mod rng;
 pub mod scalar;
+pub mod stack;
 pub mod tensor;
 pub mod train;
 

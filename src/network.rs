@@ -1,50 +1,26 @@
-//! Dense layers in sequence, the explicit [`Mode`] of every forward pass, parameter visiting and a
-//! printable summary.
+//! A network: the layers of a stack in sequence, the seed that addresses their noise and initial
+//! weights, parameter visiting, the fused training step, and a printable summary.
 
 use crate::activation::Activation;
-use crate::dropout::{Dropout, Keep, MaskDraw, Scaling};
 use crate::error::{shape, Error, Result};
-use crate::layer::Dense;
+use crate::layer::{plan, ActivationLayer, Conv2d, Dense, Layer, Noise, NoiseLayer, Plan, PlanKind, Pool};
 use crate::optim::{max_norm, update, update_rows, BlockUpdate, Optimizer};
 use crate::rng::{Stream, StreamRng};
+use crate::stack::{Shape, Stack, Token};
 use crate::tensor::{Matrix, Scalar};
+use crate::Scaling;
 use std::fmt;
 use std::ops::Range;
 
-/// What a forward pass is for. Nothing else decides whether masks are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Training: masks drawn at generator address (seed, layer, `step`, row in batch, unit).
-    Train { step: u32 },
-    /// Evaluation: no masks; standard dropout multiplies by keep.
-    Eval,
-    /// Monte-Carlo dropout sample `sample`: masks drawn from their own stream, rows addressed by the
-    /// example's index in the data set (`first_row` + row in batch), so a prediction does not depend
-    /// on the batch size.
-    McSample { sample: u32, first_row: u32 },
-}
-
-impl Mode {
-    /// Where layer `layer`'s mask comes from, or `None` in evaluation.
-    fn draw(self, seed: u64, layer: usize) -> Option<MaskDraw> {
-        let layer = layer as u32;
-        match self {
-            Mode::Train { step } => Some(MaskDraw { seed, stream: Stream::Mask, layer, step, first_row: 0 }),
-            Mode::Eval => None,
-            Mode::McSample { sample, first_row } => {
-                Some(MaskDraw { seed, stream: Stream::McMask, layer, step: sample, first_row })
-            }
-        }
-    }
-}
+pub use crate::layer::Mode;
 
 /// How initial weights are drawn (biases start at 0).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
-    /// N(0, 2/n_in) (He et al. 2015), for the ReLU family.
+    /// N(0, 2/fan_in) (He et al. 2015), for the ReLU family.
     He,
-    /// N(0, 2/(n_in + n_out)) (Glorot & Bengio 2010).
+    /// N(0, 2/(fan_in + fan_out)) (Glorot & Bengio 2010).
     Glorot,
     /// N(0, σ²) with the given σ.
     Normal(f64),
@@ -61,30 +37,39 @@ impl Init {
         }
     }
 
-    fn sigma(self, inputs: usize, outputs: usize) -> f64 {
+    /// The initialisation a stack gets by default: that of its first activation (He if it has
+    /// none), for every layer, as for an MLP's hidden activation.
+    pub fn for_stack(stack: &Stack) -> Self {
+        let first = stack.tokens.iter().find_map(|t| match t {
+            Token::Activation { activation } => Some(*activation),
+            _ => None,
+        });
+        first.map_or(Init::He, Init::for_activation)
+    }
+
+    fn sigma(self, fan_in: usize, fan_out: usize) -> f64 {
         match self {
-            Init::He => (2.0 / inputs as f64).sqrt(),
-            Init::Glorot => (2.0 / (inputs + outputs) as f64).sqrt(),
+            Init::He => (2.0 / fan_in as f64).sqrt(),
+            Init::Glorot => (2.0 / (fan_in + fan_out) as f64).sqrt(),
             Init::Normal(sigma) => sigma,
         }
     }
 }
 
-/// Everything that defines a network's shape: unit counts, one activation and one input keep vector
-/// per dense layer, the dropout convention and the initialisation.
+/// Everything that defines a network's shape and starting point: its stack and its initialisation.
 #[derive(Clone, Debug)]
 pub struct Architecture {
-    /// Units per layer, input first: `[784, 1024, 1024, 10]`.
-    pub sizes: Vec<usize>,
-    /// Activation of each dense layer (`sizes.len() − 1` of them).
-    pub activations: Vec<Activation>,
-    /// Keep probabilities of each dense layer's input (`sizes.len() − 1` of them).
-    pub keep: Vec<Keep>,
-    pub scaling: Scaling,
+    pub stack: Stack,
     pub init: Init,
 }
 
 impl Architecture {
+    /// A stack with the initialisation of its first activation.
+    pub fn new(stack: Stack) -> Self {
+        let init = Init::for_stack(&stack);
+        Self { stack, init }
+    }
+
     /// A multilayer perceptron: `hidden` on every hidden layer, `output` on the last, and one keep
     /// probability per dense layer's input (`keep[0]` drops the network's input).
     pub fn mlp(
@@ -103,143 +88,139 @@ impl Architecture {
         if keep.len() != layers {
             return Err(Error::Config(format!("{} keep values for {layers} dense layers", keep.len())));
         }
-        let keep = keep
-            .iter()
-            .zip(sizes)
-            .enumerate()
-            .map(|(l, (&p, &n))| Keep::of_layer(vec![p; n], l))
-            .collect::<Result<_>>()?;
-        let mut activations = vec![hidden; layers];
-        activations[layers - 1] = output;
-        Ok(Self { sizes: sizes.to_vec(), activations, keep, scaling, init: Init::for_activation(hidden) })
-    }
-}
-
-/// Checks unit counts (input first) against the limits of [`crate::limits`] before anything is
-/// allocated: every count in 1..=MAX_LAYER_UNITS, every weight matrix within MAX_TENSOR_ELEMENTS,
-/// all parameters together within MAX_NETWORK_PARAMS.
-pub fn check_sizes(sizes: &[usize]) -> Result<()> {
-    use crate::limits::{MAX_LAYERS, MAX_LAYER_UNITS, MAX_NETWORK_PARAMS, MAX_TENSOR_ELEMENTS};
-    if sizes.len() < 2 || sizes.len() > MAX_LAYERS + 1 {
-        return Err(Error::Config(format!(
-            "a network has 1 to {MAX_LAYERS} layers, not {}",
-            sizes.len().saturating_sub(1)
-        )));
-    }
-    if let Some((l, &n)) = sizes.iter().enumerate().find(|(_, &n)| n == 0 || n > MAX_LAYER_UNITS) {
-        return Err(Error::Config(format!("layer size {n} (position {l}) is outside 1..={MAX_LAYER_UNITS}")));
-    }
-    let mut total = 0usize;
-    for pair in sizes.windows(2) {
-        let weights = pair[0] * pair[1]; // both ≤ 2^24: no overflow on 64-bit
-        if weights > MAX_TENSOR_ELEMENTS {
-            return Err(Error::Config(format!(
-                "a {}x{} weight matrix has more than {MAX_TENSOR_ELEMENTS} values",
-                pair[1], pair[0]
-            )));
+        for (l, &p) in keep.iter().enumerate() {
+            crate::dropout::Keep::of_layer(vec![p], l)?;
         }
-        total += weights + pair[1];
+        let keep: Vec<Vec<f64>> = keep.iter().map(|&p| vec![p]).collect();
+        let stack = Stack::mlp(sizes, hidden, output, &keep, scaling)?;
+        Ok(Self { stack, init: Init::for_activation(hidden) })
     }
-    if total > MAX_NETWORK_PARAMS {
-        return Err(Error::Config(format!(
-            "{total} parameters, more than the {MAX_NETWORK_PARAMS} a network may have"
-        )));
-    }
-    Ok(())
 }
 
 /// One parameter tensor and its gradient, as the optimizer and the gradient check see it.
 pub struct Param<'a, T: Scalar> {
-    /// `layers.N.weight` or `layers.N.bias`, N counting dense layers from 0 (PyTorch's names).
+    /// `N.weight` or `N.bias`, N the module number of the layer's token (as `nn.Sequential`).
     pub name: String,
-    /// [out, in] for weights, [out] (as [out, 1]) for biases.
+    /// The stored layout: [out, in] for dense weights, [out, K·K·in] for convolution weights,
+    /// [out, 1] for biases.
     pub shape: (usize, usize),
     pub value: &'a [T],
     pub grad: &'a [T],
 }
 
-/// Dense layers in sequence, with the seed that addresses their masks.
+/// The layers of a stack in sequence, with the seed that addresses their noise.
 #[derive(Clone, Debug)]
 pub struct Network<T: Scalar> {
-    layers: Vec<Dense<T>>,
+    stack: Stack,
+    plans: Vec<Plan>,
+    layers: Vec<Layer<T>>,
+    /// Per layer, the index of its first parameter tensor (its weight), if it has parameters.
+    first_param: Vec<Option<usize>>,
     seed: u64,
     /// ∂J/∂a between two layers during backward: two buffers used in turn, reused across steps.
     grad_between: [Matrix<T>; 2],
 }
 
 impl<T: Scalar> Network<T> {
-    /// A freshly initialised network: weights drawn from the `Init` stream of `seed` (layer l's
-    /// w[j,k] is normal draw number j·n_in + k of stream (seed, Init, l, 0)), biases zero.
+    /// A freshly initialised network: the weights of parameter layer l (counting dense layers and
+    /// convolutions from 0) are normal draws of stream (seed, Init, l, 0) in their stored order,
+    /// biases zero. The stack is checked against the limits before anything is allocated.
     pub fn new(arch: &Architecture, seed: u64) -> Result<Self> {
-        let layers = arch.sizes.len().saturating_sub(1);
-        if layers == 0 || arch.activations.len() != layers || arch.keep.len() != layers {
-            return Err(Error::Config(format!(
-                "{} sizes need {} activations and keep vectors, got {} and {}",
-                arch.sizes.len(),
-                layers,
-                arch.activations.len(),
-                arch.keep.len()
-            )));
+        let plans = plan(&arch.stack)?;
+        let mut layers = Vec::with_capacity(plans.len());
+        let mut param_layer = 0u32;
+        for p in &plans {
+            let noise = p.noise.as_ref().map(|(spec, ordinal, on)| Noise::new(spec, *on, *ordinal)).transpose()?;
+            let mut weights = |rows: usize, cols: usize, fan_in: usize, fan_out: usize| -> Result<Matrix<T>> {
+                let sigma = arch.init.sigma(fan_in, fan_out);
+                let mut rng = StreamRng::new(seed, Stream::Init, param_layer, 0);
+                param_layer += 1;
+                let mut weight = Matrix::try_zeros(rows, cols)?;
+                weight.as_mut_slice().iter_mut().for_each(|w| *w = T::from_f64(sigma * rng.normal()));
+                Ok(weight)
+            };
+            layers.push(match &p.kind {
+                PlanKind::Dense { units, .. } => {
+                    let inputs = p.input.units();
+                    let weight = weights(*units, inputs, inputs, *units)?;
+                    Layer::Dense(Dense::new(weight, vec![T::ZERO; *units], p.activation, noise)?)
+                }
+                PlanKind::Conv(g) => {
+                    let weight = weights(g.cout, g.patch(), g.patch(), g.cout * g.kernel * g.kernel)?;
+                    Layer::Conv(Conv2d::new(weight, vec![T::ZERO; g.cout], p.activation, noise, *g)?)
+                }
+                PlanKind::Pool { kind, kernel, stride } => Layer::Pool(Pool::new(*kind, *kernel, *stride, p.input)?),
+                PlanKind::Activation => Layer::Activation(ActivationLayer::new(p.activation)),
+                PlanKind::Noise => Layer::Noise(NoiseLayer::new(noise.expect("a noise plan has its noise"))),
+            });
         }
-        check_sizes(&arch.sizes)?;
-        let mut dense = Vec::with_capacity(layers);
-        for l in 0..layers {
-            let (inputs, outputs) = (arch.sizes[l], arch.sizes[l + 1]);
-            if arch.keep[l].units() != inputs {
-                return Err(shape(
-                    "Network::new",
-                    format!("layer {l} has {inputs} inputs but {} keep values", arch.keep[l].units()),
-                ));
-            }
-            let sigma = arch.init.sigma(inputs, outputs);
-            let mut rng = StreamRng::new(seed, Stream::Init, l as u32, 0);
-            let mut weight = Matrix::try_zeros(outputs, inputs)?;
-            weight.as_mut_slice().iter_mut().for_each(|w| *w = T::from_f64(sigma * rng.normal()));
-            let dropout = Dropout::new(arch.keep[l].clone(), arch.scaling);
-            dense.push(Dense::new(weight, vec![T::ZERO; outputs], arch.activations[l], dropout)?);
-        }
-        Self::from_layers(dense, seed)
-    }
-
-    /// A network of given layers (their sizes must chain).
-    pub fn from_layers(layers: Vec<Dense<T>>, seed: u64) -> Result<Self> {
-        for (l, pair) in layers.windows(2).enumerate() {
-            if pair[0].outputs() != pair[1].inputs() {
-                return Err(shape(
-                    "Network::from_layers",
-                    format!("layer {l} has {} outputs, layer {} takes {}", pair[0].outputs(), l + 1, pair[1].inputs()),
-                ));
-            }
-        }
-        if layers.is_empty() {
-            return Err(Error::Config("a network needs at least one layer".into()));
-        }
-        Ok(Self { layers, seed, grad_between: [Matrix::zeros(0, 0), Matrix::zeros(0, 0)] })
+        let mut next = 0;
+        let first_param = plans
+            .iter()
+            .map(|p| {
+                p.file_shapes().map(|_| {
+                    next += 2;
+                    next - 2
+                })
+            })
+            .collect();
+        Ok(Self { stack: arch.stack.clone(), plans, layers, first_param, seed, grad_between: Default::default() })
     }
 
     pub fn seed(&self) -> u64 {
         self.seed
     }
 
-    pub fn layers(&self) -> &[Dense<T>] {
+    /// The stack the network was built from.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// What each layer is (shapes, modules, noise), in order.
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    pub fn layers(&self) -> &[Layer<T>] {
         &self.layers
     }
 
-    pub fn layers_mut(&mut self) -> &mut [Dense<T>] {
+    pub fn layers_mut(&mut self) -> &mut [Layer<T>] {
         &mut self.layers
     }
 
+    pub fn input_shape(&self) -> Shape {
+        self.stack.input
+    }
+
+    pub fn output_shape(&self) -> Shape {
+        self.plans[self.plans.len() - 1].output
+    }
+
+    /// Values per input example.
     pub fn inputs(&self) -> usize {
-        self.layers[0].inputs()
+        self.stack.input.units()
     }
 
+    /// Values per output.
     pub fn outputs(&self) -> usize {
-        self.layers[self.layers.len() - 1].outputs()
+        self.output_shape().units()
     }
 
-    /// Units of the widest layer input or output (what a batch's largest activation holds per row).
-    pub fn widest_layer(&self) -> usize {
-        self.layers.iter().map(|l| l.inputs().max(l.outputs())).max().unwrap_or(0)
+    /// The activation on the network's output (identity when the last layer applies none).
+    pub fn output_activation(&self) -> Activation {
+        self.plans[self.plans.len() - 1].activation
+    }
+
+    /// Values one example needs in the largest workspace of any layer (what a batch size is
+    /// checked against).
+    pub fn values_per_example(&self) -> usize {
+        self.plans.iter().map(Plan::values_per_example).max().unwrap_or(0)
+    }
+
+    /// The noise of the stack, in the order of its tokens.
+    pub fn noises(&self) -> Vec<&Noise<T>> {
+        self.layers.iter().filter_map(Layer::noise).collect()
     }
 
     /// The output of the last forward pass.
@@ -247,7 +228,7 @@ impl<T: Scalar> Network<T> {
         self.layers[self.layers.len() - 1].output()
     }
 
-    /// Forward pass of a batch `x` [m, n_0] in `mode`; returns the output [m, n_L].
+    /// Forward pass of a batch `x` [m, inputs] in `mode`; returns the output [m, outputs].
     pub fn forward(&mut self, x: &Matrix<T>, mode: Mode) -> Result<&Matrix<T>> {
         if x.cols() != self.inputs() {
             return Err(shape(
@@ -259,7 +240,7 @@ impl<T: Scalar> Network<T> {
         for l in 0..self.layers.len() {
             let (done, rest) = self.layers.split_at_mut(l);
             let input = if l == 0 { x } else { done[l - 1].output() };
-            rest[0].forward(input, mode.draw(seed, l).as_ref())?;
+            rest[0].forward(input, mode, seed)?;
         }
         Ok(self.output())
     }
@@ -271,14 +252,13 @@ impl<T: Scalar> Network<T> {
     }
 
     /// The layers from last to first: `layer_backward(l, layer, da, da_in)` runs layer l's
-    /// backward from `da` = ∂J/∂a_next and writes ∂J/∂a of its input into `da_in` (for layer 0,
-    /// `d_input`). ∂J/∂a flows from layer l+1 back into layer l through the two `grad_between`
-    /// buffers.
+    /// backward from `da` = ∂J/∂output and writes ∂J/∂input into `da_in` (for layer 0,
+    /// `d_input`). The gradient flows between layers through the two `grad_between` buffers.
     fn backward_each(
         &mut self,
         d_output: &Matrix<T>,
         mut d_input: Option<&mut Matrix<T>>,
-        mut layer_backward: impl FnMut(usize, &mut Dense<T>, &Matrix<T>, Option<&mut Matrix<T>>) -> Result<()>,
+        mut layer_backward: impl FnMut(usize, &mut Layer<T>, &Matrix<T>, Option<&mut Matrix<T>>) -> Result<()>,
     ) -> Result<()> {
         let last = self.layers.len() - 1;
         let [mut between, mut next] = std::mem::take(&mut self.grad_between);
@@ -302,39 +282,45 @@ impl<T: Scalar> Network<T> {
         result
     }
 
-    /// Every parameter tensor with its gradient, in order: layers.0.weight, layers.0.bias, ...
+    /// Every parameter tensor with its gradient, in order: the weight and bias of each dense layer
+    /// and convolution, named by module number.
     pub fn params(&self) -> Vec<Param<'_, T>> {
-        let mut out = Vec::with_capacity(2 * self.layers.len());
-        for (l, layer) in self.layers.iter().enumerate() {
-            out.push(Param {
-                name: format!("layers.{l}.weight"),
-                shape: layer.weight.shape(),
-                value: layer.weight.as_slice(),
-                grad: layer.weight_grad.as_slice(),
-            });
-            out.push(Param {
-                name: format!("layers.{l}.bias"),
-                shape: (layer.bias.len(), 1),
-                value: &layer.bias,
-                grad: &layer.bias_grad,
-            });
+        let mut out = Vec::new();
+        for (layer, plan) in self.layers.iter().zip(&self.plans) {
+            if let Some(p) = layer.parameters() {
+                let m = plan.module;
+                let (w, wg) = (p.weight, p.weight_grad);
+                out.push(Param {
+                    name: format!("{m}.weight"),
+                    shape: w.shape(),
+                    value: w.as_slice(),
+                    grad: wg.as_slice(),
+                });
+                out.push(Param {
+                    name: format!("{m}.bias"),
+                    shape: (p.bias.len(), 1),
+                    value: p.bias,
+                    grad: p.bias_grad,
+                });
+            }
         }
         out
     }
 
     /// Mutable values of parameter tensor `index` (the order of [`Network::params`]).
     pub fn param_values_mut(&mut self, index: usize) -> &mut [T] {
-        let layer = &mut self.layers[index / 2];
+        let (w, b) =
+            self.layers.iter_mut().filter_map(Layer::parameters_mut).nth(index / 2).expect("a parameter index");
         if index.is_multiple_of(2) {
-            layer.weight.as_mut_slice()
+            w.as_mut_slice()
         } else {
-            &mut layer.bias
+            b
         }
     }
 
     /// Number of trainable scalars.
     pub fn param_count(&self) -> usize {
-        self.layers.iter().map(|l| l.weight.as_slice().len() + l.bias.len()).sum()
+        self.plans.iter().map(Plan::params).sum()
     }
 }
 
@@ -343,63 +329,96 @@ impl Network<f32> {
     /// of training: each weight matrix is updated block by block while the product computing its
     /// gradient finishes that block (so the update reads the gradient from cache and runs in the
     /// product's threads), after the input gradient that needs the old weights. The result is the
-    /// same, bit for bit, as [`Network::backward`] followed by [`Network::apply_update`]. The weight
-    /// gradients exist only block by block, inside the products: `weight_grad` does not hold them
-    /// afterwards (the bias gradients are stored).
+    /// same, bit for bit, as [`Network::backward`] followed by [`Network::apply_update`]. The
+    /// weight gradients exist only block by block, inside the products: `weight_grad` does not
+    /// hold them afterwards (the bias gradients are stored).
     pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
-        let p = opt.begin_step(epoch, 2 * self.layers.len());
+        // taken for the step (backward_each borrows the network) and put back after it
+        let first_param = std::mem::take(&mut self.first_param);
+        let p = opt.begin_step(epoch, 2 * first_param.iter().flatten().count());
         let norm_limit = opt.config.max_norm.map(|c| c as f32);
-        self.backward_each(d_output, None, |l, layer, da, da_in| {
-            let (w_slots, b_slots) = match &mut opt.slots[2 * l..] {
+        let result = self.backward_each(d_output, None, |l, layer, da, da_in| {
+            let Some(first) = first_param[l] else { return layer.backward(da, da_in) };
+            let (w_slots, b_slots) = match &mut opt.slots[first..] {
                 [w, b, ..] => (w, b),
-                _ => unreachable!("begin_step made two slots per layer"),
+                _ => unreachable!("begin_step made two slots per parameter layer"),
             };
-            let block_update = BlockUpdate::new(w_slots, layer.weight.shape(), p, norm_limit);
+            let shape = layer.parameters().map(|p| p.weight.shape()).expect("a parameter layer");
+            let block_update = BlockUpdate::new(w_slots, shape, p, norm_limit);
             let apply = |rows: Range<usize>, cols: Range<usize>, g: *const f32, ldg: usize, w: *mut f32| {
                 // SAFETY: the product gives each block of the weight gradient to one thread, and
                 // g and w are that block of the layer's gradient and the layer's weights.
                 unsafe { block_update.apply(rows, cols, g, ldg, w) }
             };
-            let complete = layer.backward_then(da, da_in, Some(&apply))?;
+            let (weight, bias, bias_grad, complete) = match layer {
+                Layer::Dense(d) => {
+                    let complete = d.backward_then(da, da_in, Some(&apply))?;
+                    (&mut d.weight, &mut d.bias, &d.bias_grad, complete)
+                }
+                Layer::Conv(c) => {
+                    let complete = c.backward_then(da, da_in, Some(&apply))?;
+                    (&mut c.weight, &mut c.bias, &c.bias_grad, complete)
+                }
+                _ => unreachable!("only dense layers and convolutions have parameters"),
+            };
             if let (false, Some(c)) = (complete, norm_limit) {
-                let width = layer.inputs();
-                max_norm(layer.weight.as_mut_slice(), width, c);
+                let width = weight.cols();
+                max_norm(weight.as_mut_slice(), width, c);
             }
-            update(&mut layer.bias, &layer.bias_grad, b_slots, &p, false);
+            update(bias, bias_grad, b_slots, &p, false);
             Ok(())
-        })
+        });
+        self.first_param = first_param;
+        result
     }
-}
 
-impl Network<f32> {
     /// One optimizer update of every parameter from its stored gradients, in epoch `epoch` (the
     /// unfused path: [`Network::backward_and_update`] makes the same update of each weight matrix
     /// while its gradient is computed).
     pub fn apply_update(&mut self, opt: &mut Optimizer, epoch: usize) {
-        let p = opt.begin_step(epoch, 2 * self.layers.len());
+        let tensors = 2 * self.first_param.iter().flatten().count();
+        let p = opt.begin_step(epoch, tensors);
         let c = opt.config.max_norm.map(|c| c as f32);
-        for (l, layer) in self.layers.iter_mut().enumerate() {
-            let inputs = layer.inputs();
-            let weight = layer.weight.as_mut_slice();
-            update_rows(weight, layer.weight_grad.as_slice(), &mut opt.slots[2 * l], &p, true, inputs, c);
-            update(&mut layer.bias, &layer.bias_grad, &mut opt.slots[2 * l + 1], &p, false);
+        let mut slot = 0;
+        for layer in &mut self.layers {
+            let (weight, weight_grad, bias, bias_grad) = match layer {
+                Layer::Dense(d) => (&mut d.weight, &d.weight_grad, &mut d.bias, &d.bias_grad),
+                Layer::Conv(v) => (&mut v.weight, &v.weight_grad, &mut v.bias, &v.bias_grad),
+                _ => continue,
+            };
+            let width = weight.cols();
+            update_rows(weight.as_mut_slice(), weight_grad.as_slice(), &mut opt.slots[slot], &p, true, width, c);
+            update(bias, bias_grad, &mut opt.slots[slot + 1], &p, false);
+            slot += 2;
         }
     }
 }
 
-/// A table of layers, shapes, activations, keep probabilities and parameter counts.
+/// A table of the layers: the tokens each is made of, its output shape, its noise's keep
+/// probabilities and its parameter count.
 impl<T: Scalar> fmt::Display for Network<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<7} {:>12} {:<11} {:<16} {:>10}", "layer", "shape", "activation", "keep (input)", "params")?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let keep = layer.dropout.keep().values();
-            let (lo, hi) = keep.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-            let keep_text = if lo == hi { format!("{lo}") } else { format!("{lo}..{hi} per unit") };
-            let shape = format!("{}->{}", layer.inputs(), layer.outputs());
-            let params = layer.weight.as_slice().len() + layer.bias.len();
-            writeln!(f, "{:<7} {:>12} {:<11} {:<16} {:>10}", l, shape, layer.activation.name(), keep_text, params)?;
+        writeln!(f, "{:<8} {:<34} {:>12} {:>10}", "modules", "layer", "output", "params")?;
+        writeln!(f, "{:<8} {:<34} {:>12} {:>10}", "", "input", self.stack.input.to_string(), "")?;
+        for (p, layer) in self.plans.iter().zip(&self.layers) {
+            let tokens: Vec<String> = self.stack.tokens[p.modules.clone()].iter().map(Token::text).collect();
+            let mut name = tokens.join(",");
+            if let Some(noise) = layer.noise() {
+                let keep = noise.keep().values();
+                let (lo, hi) =
+                    keep.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+                if lo != hi {
+                    name.push_str(&format!(" (keep {lo}..{hi})"));
+                }
+            }
+            let modules = if p.modules.len() == 1 {
+                p.modules.start.to_string()
+            } else {
+                format!("{}-{}", p.modules.start, p.modules.end - 1)
+            };
+            writeln!(f, "{:<8} {:<34} {:>12} {:>10}", modules, name, p.output.to_string(), p.params())?;
         }
-        let scaling = self.layers[0].dropout.scaling();
+        let scaling = self.noises().first().map_or("none".to_string(), |n| n.scaling().to_string());
         write!(f, "total parameters: {}, dropout: {scaling}, seed: {}", self.param_count(), self.seed)
     }
 }
@@ -415,8 +434,10 @@ mod tests {
                 .unwrap();
         let net = Network::<f32>::new(&arch, 1).unwrap();
         let text = net.to_string();
-        assert!(text.contains("784->1024") && text.contains("0.8") && text.contains("0.5"), "{text}");
+        assert!(text.contains("keep0.8,dense1024,relu") && text.contains("keep0.5,dense10"), "{text}");
         assert!(text.contains(&format!("total parameters: {}", 784 * 1024 + 1024 + 1024 * 10 + 10)), "{text}");
+        let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names, ["1.weight", "1.bias", "4.weight", "4.bias"]);
     }
 
     #[test]
@@ -434,5 +455,24 @@ mod tests {
         let mut net = Network::<f64>::new(&arch, 1).unwrap();
         let err = net.forward(&Matrix::zeros(2, 5), Mode::Eval).unwrap_err().to_string();
         assert!(err.contains("5 columns") && err.contains("takes 4"), "{err}");
+    }
+
+    #[test]
+    fn a_convolutional_stack_runs_forward_with_the_shapes_it_plans() {
+        let stack = Stack::parse(
+            "1x8x8,conv4k3p1,relu,maxpool2,spatial0.8,conv6k3,tanh,flatten,keep0.5,dense3",
+            Scaling::Inverted,
+        )
+        .unwrap();
+        let mut net = Network::<f64>::new(&Architecture::new(stack), 3).unwrap();
+        assert_eq!(net.output_shape(), Shape::Flat(3));
+        let shapes: Vec<String> = net.plans().iter().map(|p| p.output.to_string()).collect();
+        assert_eq!(shapes, ["4x8x8", "4x4x4", "6x2x2", "3"]);
+        let x = Matrix::from_fn(5, 64, |i, k| ((i * 5 + k) % 7) as f64 / 7.0);
+        let out = net.forward(&x, Mode::Train { step: 0 }).unwrap();
+        assert_eq!(out.shape(), (5, 3));
+        let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names, ["0.weight", "0.bias", "4.weight", "4.bias", "8.weight", "8.bias"]);
+        assert_eq!(net.noises().len(), 2);
     }
 }

@@ -183,6 +183,20 @@ impl<T: Scalar> Matrix<T> {
         self.cols = cols;
     }
 
+    /// The same values read as a `rows × cols` matrix (their row-major order unchanged): how a
+    /// batch of feature maps, `[N, positions·C]`, becomes the `[N·positions, C]` of a product.
+    pub fn reshape(&mut self, rows: usize, cols: usize) -> Result<()> {
+        if rows.checked_mul(cols) != Some(self.buf.len) {
+            return Err(shape(
+                "Matrix::reshape",
+                format!("{}x{} cannot be read as {rows}x{cols}", self.rows, self.cols),
+            ));
+        }
+        self.rows = rows;
+        self.cols = cols;
+        Ok(())
+    }
+
     /// The same matrix in another element type (f32 ↔ f64).
     pub fn cast<U: Scalar>(&self) -> Matrix<U> {
         let mut out = Matrix::zeros(self.rows, self.cols);

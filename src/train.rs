@@ -255,7 +255,7 @@ pub fn first_non_finite(net: &Network<f32>, opt: &Optimizer) -> Option<String> {
 
 /// Checks that `net`, `data` and `state` can train together, before any step.
 fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState) -> Result<usize> {
-    loss.check_output_activation(net.layers()[net.layers().len() - 1].activation)?;
+    loss.check_output_activation(net.output_activation())?;
     if train.is_empty() {
         return Err(Error::Config("the training set has no examples".into()));
     }
@@ -276,10 +276,10 @@ fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState
     if state.batch == 0 || state.batch > MAX_BATCH {
         return Err(Error::Config(format!("--batch {}: the batch size must be in 1..={MAX_BATCH}", state.batch)));
     }
-    let widest = net.widest_layer();
+    let widest = net.values_per_example();
     if state.batch.saturating_mul(widest) > MAX_TENSOR_ELEMENTS {
         return Err(Error::Config(format!(
-            "--batch {} with a layer of {widest} units needs more than {MAX_TENSOR_ELEMENTS} values per activation",
+            "--batch {}: a layer that needs {widest} values per example would need more than {MAX_TENSOR_ELEMENTS} for the batch",
             state.batch
         )));
     }

@@ -2,9 +2,16 @@
 //! distribution (written beside each assertion).
 
 use dropnet::dropout::{threshold, BitMask, Dropout, Keep, MaskDraw};
-use dropnet::layer::Dense;
+use dropnet::layer::{Dense, Noise};
 use dropnet::rng::Stream;
-use dropnet::{Activation, Matrix, Scaling};
+use dropnet::stack::{NoiseKind, NoiseSpec, Shape};
+use dropnet::{Activation, Matrix, Mode, Scaling};
+
+/// Bernoulli noise with `KEEP` per unit, the first noise of its stack (mask layer 0).
+fn noise(scaling: Scaling) -> Option<Noise<f64>> {
+    let spec = NoiseSpec { noise: NoiseKind::Bernoulli, keep: KEEP.to_vec(), scaling };
+    Some(Noise::new(&spec, Shape::Flat(KEEP.len()), 0).unwrap())
+}
 
 const KEEP: [f64; 8] = [0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95, 1.0];
 
@@ -26,8 +33,7 @@ fn kept_fraction_of_every_unit_matches_its_keep() {
 /// A linear layer (identity activation) with fixed weights, its input dropped with `KEEP`.
 fn linear_layer(scaling: Scaling, column_scale: &[f64]) -> Dense<f64> {
     let weight = Matrix::from_fn(3, KEEP.len(), |j, k| (0.3 + 0.1 * j as f64 - 0.07 * k as f64) * column_scale[k]);
-    let dropout = Dropout::new(Keep::per_unit(KEEP.to_vec()).unwrap(), scaling);
-    Dense::new(weight, vec![0.1, -0.2, 0.3], Activation::Identity, dropout).unwrap()
+    Dense::new(weight, vec![0.1, -0.2, 0.3], Activation::Identity, noise(scaling)).unwrap()
 }
 
 fn input_row() -> Vec<f64> {
@@ -39,8 +45,7 @@ fn input_row() -> Vec<f64> {
 fn train_mean_and_sd(layer: &mut Dense<f64>, samples: usize, scale_kept: impl Fn(f64) -> f64) -> (Vec<f64>, Vec<f64>) {
     let a = input_row();
     let x = Matrix::from_fn(samples, KEEP.len(), |_, k| a[k]);
-    let draw = MaskDraw { seed: 11, stream: Stream::Mask, layer: 0, step: 0, first_row: 0 };
-    layer.forward(&x, Some(&draw)).unwrap();
+    layer.forward(&x, Mode::Train { step: 0 }, 11).unwrap();
     let z = layer.output();
     let mean: Vec<f64> = (0..3).map(|j| (0..samples).map(|i| z.get(i, j)).sum::<f64>() / samples as f64).collect();
     // z_j = Σ_k w[j,k] s_k r_k a_k + b_j with s_k the kept-unit factor: Var = Σ_k (w s a)² p (1−p)
@@ -57,7 +62,7 @@ fn train_mean_and_sd(layer: &mut Dense<f64>, samples: usize, scale_kept: impl Fn
 
 fn eval_output(layer: &mut Dense<f64>) -> Vec<f64> {
     let x = Matrix::from_vec(1, KEEP.len(), input_row()).unwrap();
-    layer.forward(&x, None).unwrap();
+    layer.forward(&x, Mode::Eval, 0).unwrap();
     layer.output().row(0).to_vec()
 }
 
@@ -89,9 +94,8 @@ fn inverted_and_standard_dropout_agree_in_expectation() {
     let mut inverted = linear_layer(Scaling::Inverted, &KEEP);
     let a = input_row();
     let x = Matrix::from_fn(1000, KEEP.len(), |_, k| a[k]);
-    let draw = MaskDraw { seed: 5, stream: Stream::Mask, layer: 0, step: 3, first_row: 0 };
-    standard.forward(&x, Some(&draw)).unwrap();
-    inverted.forward(&x, Some(&draw)).unwrap();
+    standard.forward(&x, Mode::Train { step: 3 }, 5).unwrap();
+    inverted.forward(&x, Mode::Train { step: 3 }, 5).unwrap();
     for (s, i) in standard.output().as_slice().iter().zip(inverted.output().as_slice()) {
         assert!((s - i).abs() < 1e-12, "train outputs differ: {s} vs {i}");
     }
@@ -111,14 +115,12 @@ fn forward_and_backward_use_the_same_mask_bits() {
     // With W = I and a = 1: ã = r/keep, and with ∂J/∂z = 1 backward gives ∂J/∂a = r/keep too.
     let n = KEEP.len();
     let identity = Matrix::from_fn(n, n, |j, k| if j == k { 1.0 } else { 0.0 });
-    let dropout = Dropout::new(Keep::per_unit(KEEP.to_vec()).unwrap(), Scaling::Inverted);
-    let mut layer = Dense::new(identity, vec![0.0; n], Activation::Identity, dropout).unwrap();
+    let mut layer = Dense::new(identity, vec![0.0; n], Activation::Identity, noise(Scaling::Inverted)).unwrap();
     let ones = Matrix::from_fn(64, n, |_, _| 1.0);
-    let draw = MaskDraw { seed: 8, stream: Stream::Mask, layer: 0, step: 1, first_row: 0 };
-    layer.forward(&ones, Some(&draw)).unwrap();
+    layer.forward(&ones, Mode::Train { step: 1 }, 8).unwrap();
     let mut da = Matrix::zeros(0, 0);
     layer.backward(&ones, Some(&mut da)).unwrap();
-    let mask = layer.dropout.mask();
+    let mask = layer.noise.as_ref().unwrap().mask();
     let mut dropped = 0;
     for i in 0..64 {
         for (k, &p) in KEEP.iter().enumerate() {

@@ -99,7 +99,7 @@ fn a_huge_architecture_is_refused_before_anything_is_allocated() {
     let mut args = toy_args(&["--epochs", "1"]);
     args[4] = "1-4611686018427387904";
     args.drain(5..7);
-    assert_fails(&dropnet(&dir, &args), &["--arch '1-4611686018427387904'", "outside 1..=16777216"]);
+    assert_fails(&dropnet(&dir, &args), &["--arch '1-4611686018427387904'", "each in 1..=16777216"]);
     args[4] = "16-16777216-16777216-3";
     assert_fails(&dropnet(&dir, &args), &["--arch", "more than 268435456 values"]);
 }

@@ -4,6 +4,11 @@
 //! deep, ...) and must be refused, without a panic.
 
 use dropnet::data::idx::{parse_bytes, IMAGES_MAGIC, LABELS_MAGIC};
+
+/// The CLI's options, as the binary compiles them.
+#[path = "../src/bin/dropnet/options.rs"]
+#[allow(dead_code)]
+mod options;
 use std::path::{Path, PathBuf};
 
 fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -28,8 +33,8 @@ fn parse(target: &str, data: &[u8]) -> bool {
         "csv" => ["0", "label"].iter().any(|l| dropnet::data::csv::parse(data, origin, l).is_ok()),
         "recipe" => {
             let text = std::str::from_utf8(data).unwrap_or("");
-            let recipe = dropnet::recipe::TrainOptions::from_toml(text, origin).is_ok();
-            let keep = dropnet::recipe::parse_keep_file(text, origin, &[5, 4, 3]).is_ok();
+            let recipe = options::TrainOptions::from_toml(text, origin).is_ok();
+            let keep = options::parse_keep_file(text, origin, 2).is_ok();
             recipe || keep
         }
         other => panic!("unknown target {other}"),

@@ -81,7 +81,7 @@ fn a_training_network_draws_the_documented_bits() {
         for v in vectors().iter().filter(|v| v.draw.seed == 42 && v.draw.stream == Stream::Mask && v.draw.step == step)
         {
             if v.draw.layer < 2 && v.row < 6 && v.keep == 0.8 {
-                let mask = net.layers()[v.draw.layer as usize].dropout.mask();
+                let mask = net.noises()[v.draw.layer as usize].mask();
                 assert_eq!(mask.get(v.row as usize, v.column as usize), v.bit);
                 checked += 1;
             }

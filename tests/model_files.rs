@@ -36,7 +36,7 @@ fn every_reader_refuses(dir: &Path, file: &str, expected: &[&str]) {
 fn a_tensor_shape_whose_size_overflows_is_refused() {
     // The 416-byte file of the issue: shape [1, 2^62] made every reader crash.
     let (dir, bytes) = trained("model_overflow");
-    let forged = edited(&bytes, |h| h["layers.0.weight"]["shape"] = serde_json::json!([1u64, 1u64 << 62]));
+    let forged = edited(&bytes, |h| h["1.weight"]["shape"] = serde_json::json!([1u64, 1u64 << 62]));
     std::fs::write(dir.join("big.safetensors"), forged).unwrap();
     every_reader_refuses(&dir, "big.safetensors", &["shape"]);
 }
@@ -45,15 +45,15 @@ fn a_tensor_shape_whose_size_overflows_is_refused() {
 fn an_architecture_too_large_for_the_file_is_refused_before_allocating_it() {
     // A 4 KB file whose metadata declares an output layer of 2^24 units (a 2^24 x 12 weight
     // matrix, within the limits): refused from the tensor table, not after allocating and
-    // initialising 800 MB of weights.
+    // initialising 800 MB of weights. The toy stack: keep, dense12, relu, keep, dense3.
     let (dir, bytes) = trained("model_huge_arch");
     let forged = edited(&bytes, |h| {
         let mut arch = meta(h, "architecture");
-        arch["sizes"][2] = serde_json::json!(16_777_216);
+        arch["layers"][4]["units"] = serde_json::json!(16_777_216);
         set_meta(h, "architecture", &arch);
     });
     std::fs::write(dir.join("huge.safetensors"), forged).unwrap();
-    every_reader_refuses(&dir, "huge.safetensors", &["layers.1.weight has shape [3, 12]", "needs [16777216, 12]"]);
+    every_reader_refuses(&dir, "huge.safetensors", &["4.weight has shape [3, 12]", "needs [16777216, 12]"]);
 }
 
 #[test]
@@ -80,10 +80,10 @@ fn a_key_that_appears_twice_is_refused_by_name() {
     let (dir, bytes) = trained("model_duplicate");
     let text = header(&bytes).to_string();
     // repeat the bias entry (same value) and a metadata key: the crate's map would merge them
-    let bias = format!("\"layers.0.bias\":{}", header(&bytes)["layers.0.bias"]);
+    let bias = format!("\"1.bias\":{}", header(&bytes)["1.bias"]);
     let doubled = text.replacen(&bias, &format!("{bias},{bias}"), 1);
     std::fs::write(dir.join("d.safetensors"), with_header(&bytes, &doubled)).unwrap();
-    every_reader_refuses(&dir, "d.safetensors", &["'layers.0.bias' appears twice"]);
+    every_reader_refuses(&dir, "d.safetensors", &["'1.bias' appears twice"]);
     let seed = format!("\"seed\":{}", header(&bytes)["__metadata__"]["seed"]);
     let doubled = text.replacen(&seed, &format!("{seed},{seed}"), 1);
     std::fs::write(dir.join("m.safetensors"), with_header(&bytes, &doubled)).unwrap();
@@ -95,11 +95,11 @@ fn a_zero_width_layer_is_refused() {
     let (dir, bytes) = trained("model_zero_width");
     let forged = edited(&bytes, |h| {
         let mut arch = meta(h, "architecture");
-        arch["sizes"][1] = serde_json::json!(0);
+        arch["layers"][1]["units"] = serde_json::json!(0);
         set_meta(h, "architecture", &arch);
     });
     std::fs::write(dir.join("z.safetensors"), forged).unwrap();
-    every_reader_refuses(&dir, "z.safetensors", &["layer size 0"]);
+    every_reader_refuses(&dir, "z.safetensors", &["output of 0 is outside"]);
 }
 
 #[test]
@@ -158,9 +158,9 @@ fn truncated_and_damaged_files_are_refused() {
 #[test]
 fn a_model_file_whose_metadata_does_not_match_its_tensors_is_rejected() {
     let (dir, bytes) = trained("model_mismatch");
-    let forged = edited(&bytes, |h| h["layers.0.weight"]["shape"] = serde_json::json!([16, 12]));
+    let forged = edited(&bytes, |h| h["1.weight"]["shape"] = serde_json::json!([16, 12]));
     std::fs::write(dir.join("broken.safetensors"), forged).unwrap();
-    every_reader_refuses(&dir, "broken.safetensors", &["layers.0.weight", "[16, 12]", "needs [12, 16]"]);
+    every_reader_refuses(&dir, "broken.safetensors", &["1.weight", "[16, 12]", "needs [12, 16]"]);
     assert_fails(&dropnet(&dir, &["info", "--model", "missing.safetensors"]), &["cannot read missing.safetensors"]);
 }
 
@@ -179,4 +179,34 @@ fn what_dropnet_writes_it_reads_and_the_same_model_gives_the_same_bytes() {
     assert_eq!(again, bytes, "re-encoding a model changed its bytes");
     assert_eq!(dropnet::model_file::encode(&saved.net, &extras).unwrap(), again);
     assert!(dir.join("model.safetensors").exists());
+}
+
+#[test]
+fn a_version_1_file_loads_and_predicts_as_the_build_that_wrote_it() {
+    // tests/fixtures/v1-toy.safetensors: the toy MLP (16-12-3, keep 0.9/0.7, standardised), one
+    // epoch, written by the build before the layer stack (dc51e8a), with that build's
+    // `predict --mc 5 --json` on the toy test set beside it. Monte-Carlo masks included: the stack
+    // of a version-1 file puts a noise before every dense layer, as that format addressed them.
+    let dir = toy_dir("model_v1");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::copy(fixtures.join("v1-toy.safetensors"), dir.join("v1.safetensors")).unwrap();
+    let out = dropnet(&dir, &["predict", "--model", "v1.safetensors", "--data", "toy", "--mc", "5", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let expected: Vec<serde_json::Value> = std::fs::read_to_string(fixtures.join("v1-toy-predict-mc5.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(expected.len(), 90);
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g, e, "prediction {} differs", e["index"]);
+    }
+    let info = last_json(&dropnet(&dir, &["info", "--model", "v1.safetensors", "--json"]));
+    assert_eq!(info["arch"], "16,keep0.9,dense12,relu,keep0.7,dense3");
+    // and written again, it is a version-2 file with the names of nn.Sequential
+    let saved = dropnet::model_file::load(&dir.join("v1.safetensors")).unwrap();
+    let names: Vec<String> = saved.net.params().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names, ["1.weight", "1.bias", "4.weight", "4.bias"]);
 }

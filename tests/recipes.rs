@@ -3,6 +3,11 @@
 
 mod common;
 use common::*;
+
+/// The CLI's options, as the binary compiles them.
+#[path = "../src/bin/dropnet/options.rs"]
+#[allow(dead_code)]
+mod options;
 use dropnet::data::idx::{encode, read_images, read_labels, IMAGES_MAGIC, LABELS_MAGIC};
 use std::path::{Path, PathBuf};
 
@@ -36,11 +41,12 @@ fn recipes() -> Vec<PathBuf> {
 #[test]
 fn every_shipped_recipe_parses_and_describes_a_valid_run() {
     for path in recipes() {
-        let options = dropnet::recipe::Options::new(Default::default(), Some(&path)).unwrap();
+        let options = options::Options::new(Default::default(), Some(&path)).unwrap();
         options.check_new_run().unwrap();
-        let sizes = options.sizes().unwrap();
-        assert_eq!((sizes[0], sizes[sizes.len() - 1]), (784, 10), "{}", path.display());
-        assert_eq!(options.values.keep.as_ref().unwrap().len(), sizes.len() - 1, "{}", path.display());
+        let stack = options.stack().unwrap();
+        assert_eq!(stack.input.units(), 784, "{}", path.display());
+        let plans = dropnet::layer::plan(&stack).unwrap();
+        assert_eq!(plans.last().unwrap().output.units(), 10, "{}", path.display());
         options.optim_config().unwrap();
     }
 }

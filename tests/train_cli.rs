@@ -108,9 +108,9 @@ fn max_norm_bounds_every_unit() {
     let out = dropnet(&dir, &a);
     assert!(out.status.success(), "{}", stderr(&out));
     let saved = model_file::load(&dir.join("model.safetensors")).unwrap();
-    for layer in saved.net.layers() {
-        for j in 0..layer.outputs() {
-            let norm = layer.weight.row(j).iter().map(|w| w * w).sum::<f32>().sqrt();
+    for p in saved.net.layers().iter().filter_map(|l| l.parameters()) {
+        for j in 0..p.weight.rows() {
+            let norm = p.weight.row(j).iter().map(|w| w * w).sum::<f32>().sqrt();
             assert!(norm <= 0.5 * (1.0 + 1e-5), "unit {j} has norm {norm}");
         }
     }
@@ -138,9 +138,9 @@ fn per_unit_keep_from_a_file() {
     let out = dropnet(&dir, &args);
     assert!(out.status.success(), "{}", stderr(&out));
     let saved = model_file::load(&dir.join("model.safetensors")).unwrap();
-    let keep = saved.net.layers()[0].dropout.keep().values().to_vec();
+    let keep = saved.net.noises()[0].keep().values().to_vec();
     assert_eq!(keep, per_unit);
-    assert_eq!(saved.net.layers()[1].dropout.keep().values(), &[0.6; 12]);
+    assert_eq!(saved.net.noises()[1].keep().values(), &[0.6; 12]);
 }
 
 #[test]

@@ -19,9 +19,11 @@ mod avx512;
 mod bitmask;
 mod kernels;
 mod layer;
+mod spatial;
 
 pub use bitmask::BitMask;
 pub use layer::Dropout;
+pub use spatial::SpatialDropout;
 
 use crate::error::{Error, Result};
 use crate::rng::{counter, key, philox4x32_10, Stream};

@@ -1,4 +1,5 @@
-//! The dense layer of seed 000: dropout on its input, an affine map, an activation.
+//! The dense layer of seed 000: noise on its input (dropout), an affine map, an activation
+//! (math.md, D1–D7).
 //!
 //! ```text
 //! forward   a_tilde[i,k] = r[i,k] / keep[k] · a[i,k]
@@ -11,16 +12,17 @@
 //!           da[i,k]       = da_tilde[i,k] · r[i,k] / keep[k]
 //! ```
 
+use super::noise::Noise;
+use super::Mode;
 use crate::activation::Activation;
-use crate::dropout::{Dropout, MaskDraw};
 use crate::error::{shape, Result};
 use crate::tensor::{matmul, matmul_then, Matrix, Scalar, Trans};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// A dense layer with dropout on its input. The workspaces (`a_tilde`, `z`, `a`, `dz`) are sized on
-/// the first batch and reused for every later batch of the same size.
+/// A dense layer with optional noise on its input. The workspaces (`a_tilde`, `z`, `a`, `dz`) are
+/// sized on the first batch and reused for every later batch of the same size.
 #[derive(Clone, Debug)]
 pub struct Dense<T: Scalar> {
     /// w[j,k]: row j holds unit j's incoming weights, shape [out, in] (as PyTorch's nn.Linear).
@@ -32,8 +34,9 @@ pub struct Dense<T: Scalar> {
     /// ∂J/∂b, filled by backward.
     pub bias_grad: Vec<T>,
     pub activation: Activation,
-    /// Dropout on this layer's input a (keep per input unit).
-    pub dropout: Dropout<T>,
+    /// The noise on this layer's input a, if any.
+    pub noise: Option<Noise<T>>,
+    /// The (noised) input of the last forward pass: ã, kept for the weight gradient.
     a_tilde: Matrix<T>,
     z: Matrix<T>,
     a: Matrix<T>,
@@ -41,13 +44,14 @@ pub struct Dense<T: Scalar> {
 }
 
 impl<T: Scalar> Dense<T> {
-    /// A layer with the given weights [out, in], biases [out], activation and input dropout.
-    pub fn new(weight: Matrix<T>, bias: Vec<T>, activation: Activation, dropout: Dropout<T>) -> Result<Self> {
+    /// A layer with the given weights [out, in], biases [out], activation and input noise.
+    pub fn new(weight: Matrix<T>, bias: Vec<T>, activation: Activation, noise: Option<Noise<T>>) -> Result<Self> {
         let (out, inp) = weight.shape();
-        if bias.len() != out || dropout.keep().units() != inp {
+        let noise_units = noise.as_ref().map_or(inp, |n| n.shape.units());
+        if bias.len() != out || noise_units != inp {
             return Err(shape(
                 "Dense::new",
-                format!("weight is {out}x{inp}, bias has {} values, keep has {}", bias.len(), dropout.keep().units()),
+                format!("weight is {out}x{inp}, bias has {} values, the input noise acts on {noise_units}", bias.len()),
             ));
         }
         Ok(Self {
@@ -56,7 +60,7 @@ impl<T: Scalar> Dense<T> {
             weight,
             bias,
             activation,
-            dropout,
+            noise,
             a_tilde: Matrix::zeros(0, inp),
             z: Matrix::zeros(0, out),
             a: Matrix::zeros(0, out),
@@ -87,25 +91,33 @@ impl<T: Scalar> Dense<T> {
         &self.a_tilde
     }
 
-    /// Forward pass; `draw = None` is evaluation (no mask). The result is [`Dense::output`].
-    pub fn forward(&mut self, a: &Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
+    /// Forward pass in `mode` (its noise's mask address from `seed`). The result is
+    /// [`Dense::output`].
+    pub fn forward(&mut self, a: &Matrix<T>, mode: Mode, seed: u64) -> Result<()> {
         if a.cols() != self.inputs() {
             return Err(shape("dense forward", format!("input has {} units, layer takes {}", a.cols(), self.inputs())));
         }
         let m = a.rows();
-        // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]
-        self.dropout.forward(a, &mut self.a_tilde, draw)?;
-        // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below); the product reads W transposed
+        // a_tilde[i,k] = r[i,k]/keep[k] · a[i,k]  (D1), or a itself without noise
+        match &mut self.noise {
+            Some(noise) => noise.forward(a, &mut self.a_tilde, mode, seed)?,
+            None => {
+                self.a_tilde.ensure_shape(a.rows(), a.cols());
+                self.a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
+            }
+        }
+        // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below; D2); the product reads W transposed
         // while packing it
         self.z.ensure_shape(m, self.outputs());
         self.a.ensure_shape(m, self.outputs());
         if self.activation == Activation::Softmax {
             matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
-            // z[i,j] += b[j]; a_next[i,:] = softmax(z[i,:]), which needs whole rows
+            // z[i,j] += b[j]; a_next[i,:] = softmax(z[i,:])  (D2, D3), which needs whole rows
             bias_activate(&self.bias, self.activation, &mut self.z, &mut self.a);
             return Ok(());
         }
-        // z[i,j] += b[j]; a_next[i,j] = g(z[i,j]), on each block of z as the product finishes it
+        // z[i,j] += b[j]; a_next[i,j] = g(z[i,j])  (D2, D3), on each block of z as the product
+        // finishes it
         let (bias, activation, width) = (&self.bias, self.activation, self.outputs());
         let a_next = SharedMut(self.a.as_mut_slice().as_mut_ptr());
         let epilogue = move |rows: Range<usize>, cols: Range<usize>, z: *mut T, ldz: usize| {
@@ -147,9 +159,9 @@ impl<T: Scalar> Dense<T> {
                 format!("gradient is {}x{}, output is {}x{}", da.rows(), da.cols(), self.a.rows(), self.a.cols()),
             ));
         }
-        // dz[i,j] = Σ_jj da_next[i,jj] ∂a_next[i,jj]/∂z[i,j]
+        // dz[i,j] = Σ_jj da_next[i,jj] ∂a_next[i,jj]/∂z[i,j]  (D4)
         self.activation.backward(&self.z, &self.a, da, &mut self.dz);
-        // db[j] = Σ_i dz[i,j]  (column blocks in parallel, each column summed in row order)
+        // db[j] = Σ_i dz[i,j]  (D5; column blocks in parallel, each column summed in row order)
         let dz = &self.dz;
         self.bias_grad.par_chunks_mut(64).enumerate().for_each(|(block, db)| {
             db.fill(T::ZERO);
@@ -160,18 +172,22 @@ impl<T: Scalar> Dense<T> {
             }
         });
         if let Some(da_in) = da_in {
-            // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]  (before the weights are updated below)
+            // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]  (D6; before the weights are updated below)
             da_in.ensure_shape(self.dz.rows(), self.inputs());
-            let dropout = &self.dropout;
-            // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k], on each block of da_tilde as the product
-            // finishes it
+            let noise = self.noise.as_ref();
+            // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]  (D7), on each block of da_tilde as the
+            // product finishes it
             let epilogue = |rows: Range<usize>, cols: Range<usize>, d: *mut T, ld: usize| {
-                // SAFETY: the product hands this block of da_in to this thread alone.
-                unsafe { dropout.backward_block_in_place(rows, cols, d, ld) }
+                if let Some(noise) = noise {
+                    // SAFETY: the product hands this block of da_in to this thread alone.
+                    unsafe { noise.backward_block_in_place(rows, cols, d, ld) }
+                }
             };
-            matmul_then(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false, Some(&epilogue), true)?;
+            let epilogue =
+                noise.is_some().then_some(&epilogue as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
+            matmul_then(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false, epilogue, true)?;
         }
-        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k], and the update of each finished block of w
+        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]  (D5), and the update of each finished block of w
         let complete = AtomicBool::new(true);
         let complete_ref = &complete;
         let w = SharedMut(self.weight.as_mut_slice().as_mut_ptr());

@@ -3,6 +3,7 @@
 
 use dropnet::error::Result;
 use dropnet::gradcheck::{self, CaseResult, TOLERANCE};
+use dropnet::layer::{PlanKind, PoolKind};
 use dropnet::model_file;
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,22 +12,41 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
     let saved = model_file::load(model)?;
     let state = saved.training.as_ref();
     if json {
-        let layers: Vec<_> = saved
-            .net
-            .layers()
+        let net = &saved.net;
+        let layers: Vec<_> = net
+            .plans()
             .iter()
-            .map(|l| {
+            .zip(net.layers())
+            .map(|(p, l)| {
+                let kind = match &p.kind {
+                    PlanKind::Dense { .. } => "dense",
+                    PlanKind::Conv(_) => "conv",
+                    PlanKind::Pool { kind: PoolKind::Max, .. } => "maxpool",
+                    PlanKind::Pool { kind: PoolKind::Avg, .. } => "avgpool",
+                    PlanKind::Activation => "activation",
+                    PlanKind::Noise => "noise",
+                };
+                let tokens: Vec<String> = net.stack().tokens[p.modules.clone()].iter().map(|t| t.text()).collect();
                 serde_json::json!({
-                    "inputs": l.inputs(), "outputs": l.outputs(), "activation": l.activation.name(),
-                    "keep": l.dropout.keep().values(),
+                    "kind": kind,
+                    "tokens": tokens.join(","),
+                    "modules": [p.modules.start, p.modules.end - 1],
+                    "inputs": p.input.units(),
+                    "outputs": p.output.units(),
+                    "output_shape": p.output.dims(),
+                    "activation": p.activation.name(),
+                    "keep": l.noise().map(|n| n.keep().values()),
+                    "params": p.params(),
                 })
             })
             .collect();
         let report = serde_json::json!({
+            "arch": net.stack().text(),
+            "input_shape": net.input_shape().dims(),
             "layers": layers,
-            "params": saved.net.param_count(),
-            "scaling": saved.net.layers()[0].dropout.scaling().to_string(),
-            "seed": saved.net.seed(),
+            "params": net.param_count(),
+            "scaling": net.noises().first().map(|n| n.scaling().to_string()),
+            "seed": net.seed(),
             "loss": saved.loss.name(),
             "epochs_done": state.map(|s| s.epochs_done),
             "history": state.map(|s| &s.history),

@@ -5,6 +5,7 @@
 mod bench;
 mod inspect;
 mod observer;
+mod options;
 mod plot;
 mod predict;
 mod signals;

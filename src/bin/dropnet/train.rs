@@ -6,6 +6,7 @@
 //! that diverges writes nothing and says what the output file holds.
 
 use crate::observer::{CliObserver, ModelOutput, Written};
+use crate::options::{defaults, Options, TrainOptions};
 use crate::signals::{self, Signals};
 use clap::Args;
 use dropnet::data::{self, Source, Standardization};
@@ -13,7 +14,6 @@ use dropnet::error::{Error, Result};
 use dropnet::files::{check_outputs, same_file, NamedPath};
 use dropnet::model_file::{self, Saved};
 use dropnet::optim::Optimizer;
-use dropnet::recipe::{defaults, Options, TrainOptions};
 use dropnet::train::{self, first_non_finite, Divergence, Stop, TrainState};
 use dropnet::{Loss, Network};
 use std::path::{Path, PathBuf};

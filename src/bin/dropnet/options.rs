@@ -6,15 +6,16 @@
 //! replace each other). A recipe key that is not an option is an error. Messages name an option
 //! as the user gave it: `--keep`, or `keep (in recipes/x.toml)`.
 
-use crate::activation::Activation;
-use crate::dropout::{Keep, Scaling};
-use crate::error::{file_error, Error, Result};
-use crate::files::read_text_bounded;
-use crate::limits::MAX_TEXT_FILE_BYTES;
-use crate::loss::Loss;
-use crate::network::{check_sizes, Architecture, Init, Network};
-use crate::optim::{LrSchedule, Method, OptimConfig};
-use crate::train::TrainState;
+use dropnet::activation::Activation;
+use dropnet::dropout::{Keep, Scaling};
+use dropnet::error::{file_error, Error, Result};
+use dropnet::files::read_text_bounded;
+use dropnet::limits::MAX_TEXT_FILE_BYTES;
+use dropnet::loss::Loss;
+use dropnet::network::{Architecture, Init, Network};
+use dropnet::optim::{LrSchedule, Method, OptimConfig};
+use dropnet::stack::Stack;
+use dropnet::train::TrainState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,6 @@ pub mod defaults {
     pub const EPOCHS: usize = 10;
     pub const BATCH: usize = 128;
     pub const VAL: usize = 0;
-    pub const LABEL_COL: &str = "0";
     pub const OUT: &str = "model.safetensors";
     /// The seed used when none is given (printed, so that a run can be repeated).
     pub const SEED: u64 = 20260522;
@@ -51,19 +51,24 @@ pub struct TrainOptions {
     /// Standardise every feature with the training set's mean and standard deviation
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub standardize: Option<bool>,
-    /// Units per layer, input first [default: 784-1024-1024-10]
+    /// The network, input first: units per layer (784-1024-1024-10, with --keep and --activation)
+    /// or comma-separated tokens: 784 or 1x28x28, then denseN, convCkK[sS][pP], maxpoolK[sS],
+    /// avgpoolK[sS], flatten, an activation (relu, leakyrelu, tanh, sigmoid, softmax, elu, selu,
+    /// gelu), keepP or spatialP (noise on the next module's input) [default: 784-1024-1024-10]
     #[arg(long)]
     pub arch: Option<String>,
-    /// Keep probability of each dense layer's input, input layer first [default: 0.8,0.5,0.5]
+    /// Keep probability of each dense layer's input, input layer first, for the units-per-layer
+    /// form of --arch [default: 0.8,0.5,0.5]
     #[arg(long, value_delimiter = ',')]
     pub keep: Option<Vec<f64>>,
-    /// JSON array with one entry per dense layer: a keep probability or an array of one per unit
+    /// JSON array with one entry per noise token (per dense layer in the units-per-layer form): a
+    /// keep probability, or an array of one per unit or per channel
     #[arg(long)]
     pub keep_file: Option<PathBuf>,
-    /// Dropout convention: inverted or standard [default: inverted]
+    /// Dropout convention of every Bernoulli noise: inverted or standard [default: inverted]
     #[arg(long)]
     pub scaling: Option<Scaling>,
-    /// Hidden activation [default: relu]
+    /// Hidden activation, for the units-per-layer form of --arch [default: relu]
     #[arg(long)]
     pub activation: Option<Activation>,
     /// Loss: softmax-cross-entropy, mse or bce-with-logits (on one-hot labels) [default: softmax-cross-entropy]
@@ -211,7 +216,9 @@ impl Options {
         Ok(Self { values, recipe: Some(path.to_path_buf()), from_recipe })
     }
 
-    /// Options given directly (all taken as command-line flags).
+    /// Options given directly (all taken as command-line flags): for the recipe fuzz target and
+    /// the tests, which include this file.
+    #[allow(dead_code)]
     pub fn from_values(values: TrainOptions) -> Self {
         Self { values, recipe: None, from_recipe: Vec::new() }
     }
@@ -306,55 +313,84 @@ impl Options {
         Ok(())
     }
 
-    /// Layer sizes from `arch` ("784-1024-1024-10"), checked against the limits.
-    pub fn sizes(&self) -> Result<Vec<usize>> {
-        let text = self.values.arch.as_deref().unwrap_or(defaults::ARCH);
-        let sizes = text
-            .split('-')
-            .map(|s| s.trim().parse::<usize>().ok())
-            .collect::<Option<Vec<_>>>()
-            .filter(|v| v.len() >= 2)
-            .ok_or_else(|| self.error("arch", format!("'{text}' is not a list of unit counts like 784-1024-10")))?;
-        check_sizes(&sizes).map_err(|e| self.error("arch", format!("'{text}': {e}")))?;
-        Ok(sizes)
+    /// The stack `arch` describes, in either form, with the keep probabilities of `--keep` or
+    /// `--keep-file` and the `--scaling` of every Bernoulli noise.
+    pub fn stack(&self) -> Result<Stack> {
+        let v = &self.values;
+        let text = v.arch.as_deref().unwrap_or(defaults::ARCH);
+        let scaling = v.scaling.unwrap_or(Scaling::Inverted);
+        let token_form = text.contains(',') || text.contains('x');
+        let mut stack = if token_form {
+            for field in ["keep", "activation"] {
+                if v.given().contains(&field) {
+                    return Err(self.error(
+                        field,
+                        format!(
+                            "applies to the units-per-layer form of --arch; {} is the token form: write the noise and \
+                         activations as tokens (keep0.5, relu)",
+                            self.name("arch")
+                        ),
+                    ));
+                }
+            }
+            Stack::parse(text, scaling).map_err(|e| Error::Config(format!("{}: {e}", self.name("arch"))))?
+        } else {
+            self.mlp(text, scaling)?
+        };
+        if let Some(file) = &v.keep_file {
+            let noises = stack.noises_mut().count();
+            let keep = read_keep_file(file, noises)?;
+            for (spec, values) in stack.noises_mut().zip(keep) {
+                spec.keep = values;
+            }
+        }
+        dropnet::layer::plan(&stack).map_err(|e| Error::Config(format!("{} '{text}': {e}", self.name("arch"))))?;
+        Ok(stack)
     }
 
-    /// A new network from the options: architecture, keep probabilities, activation, init.
-    pub fn network(&self) -> Result<Network<f32>> {
+    /// The stack of the units-per-layer form `784-1024-10`.
+    fn mlp(&self, text: &str, scaling: Scaling) -> Result<Stack> {
         let v = &self.values;
-        let sizes = self.sizes()?;
+        let sizes = text
+            .split('-')
+            .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n > 0 && n <= dropnet::limits::MAX_LAYER_UNITS))
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| v.len() >= 2)
+            .ok_or_else(|| {
+                self.error(
+                    "arch",
+                    format!(
+                        "'{text}' is not a list of unit counts like 784-1024-10 (each in 1..={}) nor tokens like 784,dense10",
+                        dropnet::limits::MAX_LAYER_UNITS
+                    ),
+                )
+            })?;
         let layers = sizes.len() - 1;
-        let keep: Vec<Vec<f64>> = match (&v.keep_file, &v.keep) {
-            (Some(file), _) => read_keep_file(file, &sizes)?,
-            (None, Some(keep)) if keep.len() == layers => keep.iter().zip(&sizes).map(|(&p, &n)| vec![p; n]).collect(),
-            (None, Some(keep)) => {
+        let keep: Vec<Vec<f64>> = match &v.keep {
+            Some(keep) if keep.len() == layers => keep.iter().map(|&p| vec![p]).collect(),
+            Some(keep) => {
                 return Err(self.error(
                     "keep",
-                    format!(
-                        "has {} values for the {layers} dense layers of {} {}",
-                        keep.len(),
-                        self.name("arch"),
-                        v.arch.as_deref().unwrap_or(defaults::ARCH)
-                    ),
+                    format!("has {} values for the {layers} dense layers of {} {text}", keep.len(), self.name("arch")),
                 ));
             }
-            (None, None) => (0..layers)
-                .map(|l| vec![if l == 0 { defaults::KEEP_INPUT } else { defaults::KEEP_HIDDEN }; sizes[l]])
-                .collect(),
+            None => {
+                (0..layers).map(|l| vec![if l == 0 { defaults::KEEP_INPUT } else { defaults::KEEP_HIDDEN }]).collect()
+            }
         };
-        let keep = keep
-            .into_iter()
-            .enumerate()
-            .map(|(l, values)| Keep::of_layer(values, l))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| {
-                Error::Config(format!("{}: {e}", self.name(if v.keep_file.is_some() { "keep_file" } else { "keep" })))
-            })?;
+        for (l, k) in keep.iter().enumerate() {
+            Keep::of_layer(k.clone(), l).map_err(|e| Error::Config(format!("{}: {e}", self.name("keep"))))?;
+        }
         let hidden = v.activation.unwrap_or(Activation::Relu);
-        let mut activations = vec![hidden; layers];
-        activations[layers - 1] = Activation::Identity;
+        Stack::mlp(&sizes, hidden, Activation::Identity, &keep, scaling)
+    }
+
+    /// A new network from the options: its stack and its initialisation.
+    pub fn network(&self) -> Result<Network<f32>> {
+        let v = &self.values;
+        let stack = self.stack()?;
         let init = match v.init.as_deref() {
-            None => Init::for_activation(hidden),
+            None => Init::for_stack(&stack),
             Some("he") => Init::He,
             Some("glorot") => Init::Glorot,
             Some(sigma) => match sigma.parse::<f64>() {
@@ -362,8 +398,7 @@ impl Options {
                 _ => return Err(self.error("init", format!("'{sigma}': expected he, glorot or a positive σ"))),
             },
         };
-        let arch = Architecture { sizes, activations, keep, scaling: v.scaling.unwrap_or(Scaling::Inverted), init };
-        Network::new(&arch, v.seed.unwrap_or(defaults::SEED))
+        Network::new(&Architecture { stack, init }, v.seed.unwrap_or(defaults::SEED))
     }
 
     /// The optimizer settings these options describe.
@@ -416,43 +451,39 @@ pub fn parse_schedule(text: &str) -> std::result::Result<LrSchedule, String> {
     schedule.ok_or_else(|| format!("'{text}': expected constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA"))
 }
 
-/// Keep probabilities per dense layer from a JSON file (a regular file of at most
-/// [`MAX_TEXT_FILE_BYTES`]): each entry a number (the whole layer) or an array (one per unit).
-pub fn read_keep_file(path: &Path, sizes: &[usize]) -> Result<Vec<Vec<f64>>> {
-    parse_keep_file(&read_text_bounded(path, MAX_TEXT_FILE_BYTES)?, path, sizes)
+/// Keep probabilities per noise token from a JSON file (a regular file of at most
+/// [`MAX_TEXT_FILE_BYTES`]): each entry a number (for the whole token) or an array (one per unit,
+/// or per channel of a feature map; the layer checks the count).
+pub fn read_keep_file(path: &Path, noises: usize) -> Result<Vec<Vec<f64>>> {
+    parse_keep_file(&read_text_bounded(path, MAX_TEXT_FILE_BYTES)?, path, noises)
 }
 
 /// [`read_keep_file`] on text; `origin` names it in messages. Values are checked by [`Keep`].
-pub fn parse_keep_file(text: &str, origin: &Path, sizes: &[usize]) -> Result<Vec<Vec<f64>>> {
+pub fn parse_keep_file(text: &str, origin: &Path, noises: usize) -> Result<Vec<Vec<f64>>> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| file_error(origin, format!("not valid JSON ({e})")))?;
-    let entries =
-        value.as_array().ok_or_else(|| file_error(origin, "expected a JSON array, one entry per dense layer"))?;
-    let layers = sizes.len().saturating_sub(1);
-    if entries.len() != layers {
-        return Err(file_error(origin, format!("{} entries for {layers} dense layers", entries.len())));
+    let entries = value
+        .as_array()
+        .ok_or_else(|| file_error(origin, "expected a JSON array, one entry per noise token (per dense layer)"))?;
+    if entries.len() != noises {
+        return Err(file_error(origin, format!("{} entries for {noises} noise tokens (dense layers)", entries.len())));
     }
     entries
         .iter()
-        .zip(sizes)
         .enumerate()
-        .map(|(l, (entry, &units))| match entry {
-            serde_json::Value::Number(n) => {
-                let p = n
-                    .as_f64()
-                    .filter(|p| p.is_finite())
-                    .ok_or_else(|| file_error(origin, format!("layer {l}: {n} is not a keep probability")))?;
-                Keep::uniform(p, 1).map_err(|e| file_error(origin, format!("layer {l}: {e}")))?;
-                Ok(vec![p; units])
-            }
-            serde_json::Value::Array(values) if values.len() == units => values
-                .iter()
-                .map(|v| v.as_f64().ok_or_else(|| file_error(origin, format!("layer {l}: {v} is not a number"))))
-                .collect(),
-            serde_json::Value::Array(values) => {
-                Err(file_error(origin, format!("layer {l} has {units} input units but {} keep values", values.len())))
-            }
-            other => Err(file_error(origin, format!("layer {l}: {other} is neither a number nor an array"))),
+        .map(|(l, entry)| {
+            let values: Vec<f64> = match entry {
+                serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
+                serde_json::Value::Array(values) => values
+                    .iter()
+                    .map(|v| v.as_f64().ok_or_else(|| file_error(origin, format!("entry {l}: {v} is not a number"))))
+                    .collect::<Result<_>>()?,
+                other => {
+                    return Err(file_error(origin, format!("entry {l}: {other} is neither a number nor an array")))
+                }
+            };
+            Keep::per_unit(values.clone()).map_err(|e| file_error(origin, format!("entry {l}: {e}")))?;
+            Ok(values)
         })
         .collect()
 }
@@ -499,11 +530,29 @@ mod tests {
 
     #[test]
     fn huge_architectures_are_refused_before_anything_is_allocated() {
-        let options = Options {
-            values: TrainOptions { arch: Some("1-4611686018427387904".into()), ..Default::default() },
+        for arch in ["1-4611686018427387904", "1,dense4611686018427387904", "1x4611686018427387904x2,flatten,dense2"] {
+            let options = Options::from_values(TrainOptions { arch: Some(arch.into()), ..Default::default() });
+            let err = options.network().unwrap_err().to_string();
+            assert!(err.contains("--arch") && err.contains("16777216"), "{arch}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_token_form_refuses_the_mlp_flags_and_takes_a_keep_file_per_noise_token() {
+        let tokens = TrainOptions {
+            arch: Some("1x4x4,spatial0.5,conv2k3,relu,flatten,keep0.5,dense3".into()),
             ..Default::default()
         };
-        let err = options.network().unwrap_err().to_string();
-        assert!(err.contains("--arch") && err.contains("outside 1..="), "{err}");
+        let with = |f: fn(&mut TrainOptions)| {
+            let mut v = tokens.clone();
+            f(&mut v);
+            Options::from_values(v).network().map(|_| ()).unwrap_err().to_string()
+        };
+        assert!(with(|v| v.keep = Some(vec![0.5])).contains("--keep applies to the units-per-layer form"));
+        assert!(with(|v| v.activation = Some(Activation::Tanh)).contains("--activation applies"));
+        let stack = Options::from_values(tokens).stack().unwrap();
+        assert_eq!(stack.text(), "1x4x4,spatial0.5,conv2k3,relu,flatten,keep0.5,dense3");
+        assert!(parse_keep_file("[0.5]", Path::new("k"), 2).unwrap_err().to_string().contains("1 entries for 2"));
+        assert_eq!(parse_keep_file("[[0.5, 0.6], 0.9]", Path::new("k"), 2).unwrap(), vec![vec![0.5, 0.6], vec![0.9]]);
     }
 }

@@ -1,0 +1,162 @@
+//! The noise a noise token puts on the input of the module after it: Bernoulli per unit (every
+//! activation its own bit, a keep probability per unit, or per channel of a feature map) or per
+//! channel of a feature map (spatial). Its mask address's layer is the token's ordinal among the
+//! stack's noise tokens, so that the same seed draws the same masks in any stack with the same noise
+//! before it (and the MLP form draws the masks of dropnet's first model format).
+
+use super::Mode;
+use crate::dropout::{BitMask, Dropout, Keep, MaskDraw, Scaling, SpatialDropout};
+use crate::error::{Error, Result};
+use crate::rng::Stream;
+use crate::stack::{NoiseKind, NoiseSpec, Shape};
+use crate::tensor::{Matrix, Scalar};
+use std::ops::Range;
+
+/// One noise token at run time.
+#[derive(Clone, Debug)]
+pub struct Noise<T: Scalar> {
+    pub spec: NoiseSpec,
+    /// The shape it acts on.
+    pub shape: Shape,
+    /// Its ordinal among the stack's noise tokens: the layer of its mask address.
+    pub ordinal: u32,
+    kind: Kind<T>,
+}
+
+#[derive(Clone, Debug)]
+enum Kind<T: Scalar> {
+    Bernoulli(Dropout<T>),
+    Spatial(SpatialDropout<T>),
+}
+
+impl<T: Scalar> Noise<T> {
+    /// The noise of `spec` on inputs of `shape`. Its keep probabilities are one value, one per
+    /// unit, or (on a feature map) one per channel.
+    pub fn new(spec: &NoiseSpec, shape: Shape, ordinal: u32) -> Result<Self> {
+        let channels = match shape {
+            Shape::Map { c, .. } => Some(c),
+            Shape::Flat(_) => None,
+        };
+        let bad = |what: String| Error::Config(format!("noise token {} (noise {ordinal}): {what}", ordinal + 1));
+        let keep = &spec.keep;
+        let kind = match spec.noise {
+            NoiseKind::Bernoulli => {
+                let units = shape.units();
+                let per_unit = match (keep.len(), channels) {
+                    (1, _) => vec![keep[0]; units],
+                    (n, _) if n == units => keep.clone(),
+                    (n, Some(c)) if n == c => (0..units).map(|k| keep[k % c]).collect(),
+                    (n, _) => {
+                        return Err(bad(format!(
+                            "{n} keep values for an input of {shape}: give one, one per unit{}",
+                            if channels.is_some() { " or one per channel" } else { "" }
+                        )))
+                    }
+                };
+                Kind::Bernoulli(Dropout::new(Keep::per_unit(per_unit).map_err(|e| bad(e.to_string()))?, spec.scaling))
+            }
+            NoiseKind::Spatial => {
+                let c =
+                    channels.ok_or_else(|| bad(format!("spatial dropout needs a feature map, not {shape} units")))?;
+                let per_channel = match keep.len() {
+                    1 => vec![keep[0]; c],
+                    n if n == c => keep.clone(),
+                    n => return Err(bad(format!("{n} keep values for {c} channels: give one or one per channel"))),
+                };
+                Kind::Spatial(SpatialDropout::new(
+                    Keep::per_unit(per_channel).map_err(|e| bad(e.to_string()))?,
+                    spec.scaling,
+                ))
+            }
+        };
+        Ok(Self { spec: spec.clone(), shape, ordinal, kind })
+    }
+
+    /// Where the mask of this noise comes from in `mode`, or `None` in evaluation.
+    pub fn draw(&self, mode: Mode, seed: u64) -> Option<MaskDraw> {
+        let layer = self.ordinal;
+        match mode {
+            Mode::Train { step } => Some(MaskDraw { seed, stream: Stream::Mask, layer, step, first_row: 0 }),
+            Mode::Eval => None,
+            Mode::McSample { sample, first_row } => {
+                Some(MaskDraw { seed, stream: Stream::McMask, layer, step: sample, first_row })
+            }
+        }
+    }
+
+    /// `a_tilde = noise(a)` in `mode`.
+    pub fn forward(&mut self, a: &Matrix<T>, a_tilde: &mut Matrix<T>, mode: Mode, seed: u64) -> Result<()> {
+        let draw = self.draw(mode, seed);
+        match &mut self.kind {
+            Kind::Bernoulli(d) => d.forward(a, a_tilde, draw.as_ref()),
+            Kind::Spatial(d) => d.forward(a, a_tilde, draw.as_ref()),
+        }
+    }
+
+    /// `da = ∂a_tilde/∂a · da_tilde` of the last forward pass. May run in place.
+    pub fn backward(&self, da_tilde: &Matrix<T>, da: &mut Matrix<T>) {
+        match &self.kind {
+            Kind::Bernoulli(d) => d.backward(da_tilde, da),
+            Kind::Spatial(d) => d.backward(da_tilde, da),
+        }
+    }
+
+    /// [`Noise::backward`] in place on a block of rows (examples) and columns (units) of `d`, for
+    /// a product's epilogue.
+    ///
+    /// # Safety
+    /// As [`Dropout::backward_block_in_place`].
+    pub unsafe fn backward_block_in_place(&self, rows: Range<usize>, cols: Range<usize>, block: *mut T, ld: usize) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match &self.kind {
+                Kind::Bernoulli(d) => d.backward_block_in_place(rows, cols, block, ld),
+                Kind::Spatial(d) => d.backward_block_in_place(rows, cols, block, ld),
+            }
+        }
+    }
+
+    /// The keep probabilities, per unit (Bernoulli) or per channel (spatial).
+    pub fn keep(&self) -> &Keep {
+        match &self.kind {
+            Kind::Bernoulli(d) => d.keep(),
+            Kind::Spatial(d) => d.keep(),
+        }
+    }
+
+    pub fn scaling(&self) -> Scaling {
+        self.spec.scaling
+    }
+
+    /// The bits of the last masked pass (`rows × units`, or `rows × channels` for spatial).
+    pub fn mask(&self) -> &BitMask {
+        match &self.kind {
+            Kind::Bernoulli(d) => d.mask(),
+            Kind::Spatial(d) => d.mask(),
+        }
+    }
+
+    /// The per-unit dropout, for callers that set a fixed mask (tests).
+    pub fn bernoulli_mut(&mut self) -> Option<&mut Dropout<T>> {
+        match &mut self.kind {
+            Kind::Bernoulli(d) => Some(d),
+            Kind::Spatial(_) => None,
+        }
+    }
+
+    /// The spatial dropout, for the convolution's input-gradient epilogue.
+    pub fn spatial(&self) -> Option<&SpatialDropout<T>> {
+        match &self.kind {
+            Kind::Spatial(d) => Some(d),
+            Kind::Bernoulli(_) => None,
+        }
+    }
+
+    /// The per-unit dropout, for the convolution's input-gradient epilogue.
+    pub fn bernoulli(&self) -> Option<&Dropout<T>> {
+        match &self.kind {
+            Kind::Bernoulli(d) => Some(d),
+            Kind::Spatial(_) => None,
+        }
+    }
+}
