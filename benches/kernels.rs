@@ -1,11 +1,13 @@
-//! Criterion benches of the kernels tuned for speed, at W1's sizes (batch 128, 1024 units):
+//! Criterion benches of the kernels tuned for speed, at W1's sizes (batch 128, 1024 units) and W4's:
 //! `cargo bench --bench kernels`. The SPEC workloads themselves are `dropnet bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
+use dropnet::layer::{Conv2d, Geometry, Pool, PoolKind};
 use dropnet::optim::{update_rows, OptimConfig, Slots};
 use dropnet::rng::Stream;
-use dropnet::{matmul, Activation, Matrix, Trans};
+use dropnet::stack::Shape;
+use dropnet::{matmul, Activation, Matrix, Mode, Trans};
 use std::hint::black_box;
 
 fn filled(rows: usize, cols: usize) -> Matrix<f32> {
@@ -64,6 +66,35 @@ fn products(c: &mut Criterion) {
     });
 }
 
+fn w4_layers(c: &mut Criterion) {
+    // W4's second convolution (32 → 64 channels, 5x5, padding 2, on 14x14 maps, batch 128) and
+    // the max-pooling after its first (2x2 on 28x28x32)
+    let input = Shape::Map { c: 32, h: 14, w: 14 };
+    let g = Geometry::new(input, 64, 5, 1, 2).unwrap();
+    let mut conv = Conv2d::new(filled(64, g.patch()), vec![0.0; 64], Activation::Relu, None, g).unwrap();
+    let x = filled(128, input.units());
+    c.bench_function("conv forward 128x14x14x32 -> 64, 5x5", |b| {
+        b.iter(|| conv.forward(black_box(&x), Mode::Train { step: 1 }, 1).unwrap())
+    });
+    conv.forward(&x, Mode::Train { step: 1 }, 1).unwrap();
+    let (da, mut dx) = (filled(128, g.output().units()), Matrix::zeros(128, input.units()));
+    c.bench_function("conv backward (dW, db, dx) 128x14x14x32 -> 64, 5x5", |b| {
+        b.iter(|| conv.backward(black_box(&da), Some(&mut dx)).unwrap())
+    });
+    c.bench_function("conv backward (dW, db) 128x14x14x32 -> 64, 5x5", |b| {
+        b.iter(|| conv.backward(black_box(&da), None).unwrap())
+    });
+    let map = Shape::Map { c: 32, h: 28, w: 28 };
+    let mut pool = Pool::<f32>::new(PoolKind::Max, 2, 2, map).unwrap();
+    let x = filled(128, map.units());
+    c.bench_function("maxpool forward 2x2, 128x28x28x32", |b| b.iter(|| pool.forward(black_box(&x)).unwrap()));
+    pool.forward(&x).unwrap();
+    let (dy, mut dx) = (filled(128, pool.output_shape.units()), Matrix::zeros(128, map.units()));
+    c.bench_function("maxpool backward 2x2, 128x28x28x32", |b| {
+        b.iter(|| pool.backward(black_box(&dy), &mut dx).unwrap())
+    });
+}
+
 fn optimizer(c: &mut Criterion) {
     let mut w = vec![0.1f32; 1024 * 1024];
     let g = vec![0.01f32; 1024 * 1024];
@@ -74,5 +105,5 @@ fn optimizer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, dropout, activations, products, optimizer);
+criterion_group!(benches, dropout, activations, products, w4_layers, optimizer);
 criterion_main!(benches);

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod activation;
-pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod dropout;

@@ -20,10 +20,12 @@ impl<T: Gemm> Scalar for T {}
 /// Alignment of every matrix buffer: one cache line, one AVX-512 register.
 const ALIGN: usize = 64;
 
-/// A heap buffer of `len` zero-initialised scalars, aligned to [`ALIGN`] bytes.
+/// A heap buffer of `cap` zero-initialised scalars, aligned to [`ALIGN`] bytes, of which the first
+/// `len` are in use.
 struct AlignedBuf<T: Scalar> {
     ptr: std::ptr::NonNull<T>,
     len: usize,
+    cap: usize,
 }
 
 // SAFETY: the buffer owns its elements exclusively, like a Vec<T>, and T is Send + Sync.
@@ -39,7 +41,7 @@ impl<T: Scalar> AlignedBuf<T> {
     /// `len` zeros, or an error when the size overflows or the memory cannot be had.
     fn try_zeros(len: usize) -> Result<Self> {
         if len == 0 {
-            return Ok(Self { ptr: std::ptr::NonNull::dangling(), len });
+            return Ok(Self { ptr: std::ptr::NonNull::dangling(), len, cap: 0 });
         }
         let bytes = len.saturating_mul(std::mem::size_of::<T>());
         let out_of_memory = || Error::OutOfMemory { what: format!("a matrix of {len} values"), bytes };
@@ -47,7 +49,7 @@ impl<T: Scalar> AlignedBuf<T> {
         // SAFETY: layout has non-zero size; all-zero bytes are 0.0 for f32 and f64.
         let raw = unsafe { alloc::alloc_zeroed(layout) } as *mut T;
         let ptr = std::ptr::NonNull::new(raw).ok_or_else(out_of_memory)?;
-        Ok(Self { ptr, len })
+        Ok(Self { ptr, len, cap: len })
     }
 
     fn as_slice(&self) -> &[T] {
@@ -63,8 +65,8 @@ impl<T: Scalar> AlignedBuf<T> {
 
 impl<T: Scalar> Drop for AlignedBuf<T> {
     fn drop(&mut self) {
-        if self.len != 0 {
-            let layout = Self::layout(self.len).expect("the layout `try_zeros` allocated with");
+        if self.cap != 0 {
+            let layout = Self::layout(self.cap).expect("the layout `try_zeros` allocated with");
             // SAFETY: allocated in `try_zeros` with exactly this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr() as *mut u8, layout) }
         }
@@ -171,12 +173,15 @@ impl<T: Scalar> Matrix<T> {
         self.as_mut_slice()[i * cols + k] = value;
     }
 
-    /// Make this a `rows × cols` matrix, reusing the allocation when the size is unchanged.
-    /// The contents are unspecified afterwards (callers overwrite them). This is how layers keep
-    /// their workspaces: allocated on the first batch of a size, reused on every later one.
+    /// Make this a `rows × cols` matrix, reusing the allocation when it is large enough. The
+    /// contents are unspecified afterwards (callers overwrite them). This is how layers keep their
+    /// workspaces: allocated on the first batch, reused on every later one; a buffer that serves
+    /// several sizes (the gradient between two layers) grows to the largest once.
     pub fn ensure_shape(&mut self, rows: usize, cols: usize) {
         let len = rows.checked_mul(cols).unwrap_or_else(|| panic!("ensure_shape({rows}, {cols}) overflows"));
-        if self.buf.len != len {
+        if len <= self.buf.cap {
+            self.buf.len = len;
+        } else {
             self.buf = AlignedBuf::try_zeros(len).unwrap_or_else(|e| panic!("ensure_shape({rows}, {cols}): {e}"));
         }
         self.rows = rows;

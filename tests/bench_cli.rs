@@ -39,12 +39,34 @@ fn a_partial_w1_on_the_shipped_mnist_reports_every_field() {
 }
 
 #[test]
-fn steps_outside_the_epoch_or_without_w1_are_errors() {
+fn steps_outside_the_epoch_or_without_w1_or_w4_are_errors() {
     let dir = temp_dir("bench_steps");
     let out = dropnet(&dir, &["bench", "--workload", "w1", "--steps", "470"]);
     assert!(!out.status.success() && stderr(&out).contains("--steps 470"), "{}", stderr(&out));
     let out = dropnet(&dir, &["bench", "--workload", "w2", "--steps", "10"]);
-    assert!(!out.status.success() && stderr(&out).contains("--steps applies to W1 only"), "{}", stderr(&out));
+    assert!(!out.status.success() && stderr(&out).contains("--steps applies to W1 and W4 only"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_partial_w4_reports_every_field() {
+    // `--steps 5`: the CNN workload's code path and its JSON, not its speed
+    let dir = temp_dir("bench_w4");
+    let data = mnist_dir();
+    let lines = json_lines(&dropnet(
+        &dir,
+        &["--threads", "2", "bench", "--workload", "w4", "--data", data.to_str().unwrap(), "--steps", "5", "--json"],
+    ));
+    let w4 = &lines[0];
+    assert_eq!(w4["workload"], "w4");
+    assert_eq!(w4["steps"], 5, "{w4}");
+    for field in ["samples_per_s", "gflops", "limit_samples_per_s", "fraction_of_limit", "test_error"] {
+        assert!(w4[field].as_f64().unwrap() > 0.0, "{field}: {w4}");
+    }
+    // gflops is samples/s times SPEC.md's 82,049,024 FLOP per sample
+    let gflops = w4["samples_per_s"].as_f64().unwrap() * 82_049_024.0 / 1e9;
+    assert!((gflops / w4["gflops"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{w4}");
+    let fraction = w4["samples_per_s"].as_f64().unwrap() / w4["limit_samples_per_s"].as_f64().unwrap();
+    assert!((fraction - w4["fraction_of_limit"].as_f64().unwrap()).abs() < 1e-9, "{w4}");
 }
 
 #[test]

@@ -31,6 +31,7 @@
 //! an optional [`Epilogue`] runs on each strip of C as soon as it is final (the optimizer update
 //! of a weight matrix rides on the product that computes its gradient).
 
+pub mod gathered;
 mod kernel;
 mod pack;
 
@@ -104,6 +105,23 @@ pub trait Gemm: Real {
     /// Every address `p` describes must be valid, and C must not overlap A or B.
     #[doc(hidden)]
     unsafe fn product_on_this_thread(p: &Product<Self>, epilogue: Option<Epilogue<Self>>);
+
+    /// One tile of a product with a gathered A operand (see [`gathered`]).
+    ///
+    /// # Safety
+    /// As [`gathered::tile_portable`].
+    #[doc(hidden)]
+    unsafe fn gathered_tile(
+        rows: &[*const Self; gathered::TILE_ROWS],
+        off: &[isize],
+        b: *const Self,
+        ldb: usize,
+        c: *mut Self,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        unsafe { gathered::tile_portable(rows, off, b, ldb, c, ldc, accumulate) }
+    }
 }
 
 impl Gemm for f32 {
@@ -119,6 +137,23 @@ impl Gemm for f32 {
             }
         }
         unsafe { blocked::<f32, kernel::Portable>(p, epilogue) }
+    }
+
+    unsafe fn gathered_tile(
+        rows: &[*const f32; gathered::TILE_ROWS],
+        off: &[isize],
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx512() {
+            // SAFETY: the check is exactly the kernel's target features; the rest is the caller's.
+            return unsafe { gathered::tile_avx512(rows, off, b, ldb, c, ldc, accumulate) };
+        }
+        unsafe { gathered::tile_portable(rows, off, b, ldb, c, ldc, accumulate) }
     }
 }
 

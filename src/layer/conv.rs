@@ -14,17 +14,21 @@
 //!           dx = noise'(dx_tilde)                                               (C7)
 //! ```
 //!
-//! As products: the patches `P[(i,oh,ow), (kh,kw,ci)] = x̃p[i,(oh·S+kh, ow·S+kw, ci)]` (im2col) give
-//! `Z = P·Wᵀ`, `dW = dZᵀ·P`, `dP = dZ·W`, and dx̃p is dP scattered back (col2im). The weights are
-//! stored `[out, (kh, kw, in)]`, the order of a patch; model files hold PyTorch's
-//! `[out, in, kh, kw]`.
+//! As products over the patches `P[(i,oh,ow), (kh,kw,ci)] = x̃p[i,(oh·S+kh, ow·S+kw, ci)]`:
+//! `Z = P·Wᵀ` and `dWᵀ = Pᵀ·dZ`, with P read in place from the padded input through offsets
+//! ([`crate::gemm::gathered`]: the im2col matrix is never written), and C6 as a convolution too,
+//! of the output gradient dilated by S and padded by K−1−P with the filters flipped and their
+//! channels swapped: `dx[i,(h,w,ci)] = Σ_{kh,kw,co} dzq[i,(h+kh, w+kw, co)] · w[co,(K−1−kh, K−1−kw, ci)]`.
+//! The weights are stored `[out, (kh, kw, in)]`, the order of a patch; model files hold
+//! PyTorch's `[out, in, kh, kw]`.
 
 use super::noise::Noise;
 use super::Mode;
 use crate::activation::Activation;
 use crate::error::{shape, Error, Result};
+use crate::gemm::gathered::{depth_product, rows_product, PackedB, TILE_COLS};
 use crate::stack::Shape;
-use crate::tensor::{matmul, matmul_then, Matrix, Scalar, Trans};
+use crate::tensor::{Matrix, Scalar};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -102,13 +106,27 @@ pub struct Conv2d<T: Scalar> {
     pub noise: Option<Noise<T>>,
     pub geometry: Geometry,
     x_tilde: Matrix<T>,
-    /// The patches of the last forward pass, [N·OH·OW, K·K·Cin].
-    patches: Matrix<T>,
+    /// The (noised) input of the last forward pass, zero-padded: [N, (H+2P)·(W+2P)·Cin].
+    padded: Vec<T>,
+    /// Filter tap t = (kh, kw, ci) at `taps[t]` in a window of `padded`.
+    taps: Vec<isize>,
+    /// Where the window of each output position (i, oh, ow) starts in `padded`.
+    windows: Vec<isize>,
+    /// The weights as the forward product reads them: b(t, co) = w[co, t].
+    packed: PackedB<T>,
     /// z and a, [N·OH·OW, Cout] between the products, [N, OH·OW·Cout] outside.
     z: Matrix<T>,
     a: Matrix<T>,
     dz: Matrix<T>,
-    d_patches: Matrix<T>,
+    /// The output gradient dilated by S and padded by K−1−P: [N, Hq·Wq·Cout].
+    dz_dilated: Vec<T>,
+    /// The flipped filters as the input-gradient product reads them, and their taps in dz_dilated.
+    packed_flipped: PackedB<T>,
+    taps_flipped: Vec<isize>,
+    /// dz with its channels padded to a multiple of 32, when Cout is not one.
+    dz_wide: Vec<T>,
+    /// The weight gradient as [tap, channel] (the depth product's layout).
+    grad_t: Vec<T>,
 }
 
 impl<T: Scalar> Conv2d<T> {
@@ -138,11 +156,18 @@ impl<T: Scalar> Conv2d<T> {
             noise,
             geometry,
             x_tilde: Matrix::default(),
-            patches: Matrix::default(),
+            padded: Vec::new(),
+            taps: taps(&g, g.w + 2 * g.padding, g.cin),
+            windows: Vec::new(),
+            packed: PackedB::default(),
             z: Matrix::default(),
             a: Matrix::default(),
             dz: Matrix::default(),
-            d_patches: Matrix::default(),
+            dz_dilated: Vec::new(),
+            packed_flipped: PackedB::default(),
+            taps_flipped: taps(&g, g.w + g.kernel - 1, g.cout),
+            dz_wide: Vec::new(),
+            grad_t: Vec::new(),
         })
     }
 
@@ -170,33 +195,36 @@ impl<T: Scalar> Conv2d<T> {
             }
             None => x,
         };
-        // the patches of every output position (the padding read as zeros)
-        self.patches.ensure_shape(n * g.positions(), g.patch());
-        im2col(source, &g, &mut self.patches);
-        // z = P·Wᵀ + b, a = g(z), on each block of z as the product finishes it (C2, C3)
+        let (hp, wp) = (g.h + 2 * g.padding, g.w + 2 * g.padding);
+        place(source.as_slice(), n, (g.h, g.w, g.cin), (hp, wp), g.padding as isize, 1, &mut self.padded);
+        let weight = &self.weight;
+        self.packed.pack(g.patch(), g.cout, |t, co| weight.get(co, t));
+        // z[(i,oh,ow), co] = Σ_t x̃p[window(i,oh,ow) + t] · w[co, t] + b[co], a = g(z) (C2, C3)
         let rows = n * g.positions();
         self.z.ensure_shape(rows, g.cout);
         self.a.ensure_shape(rows, g.cout);
-        let (bias, activation) = (&self.bias, self.activation);
+        let (bias, activation, cout) = (&self.bias, self.activation, g.cout);
         let a_ptr = SharedMut(self.a.as_mut_slice().as_mut_ptr());
-        let cout = g.cout;
-        let epilogue = move |rows: Range<usize>, cols: Range<usize>, z: *mut T, ldz: usize| {
+        self.windows.clear();
+        self.windows.extend((0..rows).map(|m| window_start(&g, m, hp, wp)));
+        let windows = &self.windows;
+        let window = |m: usize| windows[m];
+        let epilogue = |rows: Range<usize>, z: &mut [T]| {
             for (r, i) in rows.enumerate() {
-                // SAFETY: the product hands this block of z to this thread alone, and the same
-                // rows and columns of a go with it.
-                let (z, a) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(z.add(r * ldz), cols.len()),
-                        std::slice::from_raw_parts_mut(a_ptr.get().add(i * cout + cols.start), cols.len()),
-                    )
-                };
-                for (v, &b) in z.iter_mut().zip(&bias[cols.clone()]) {
+                let z = &mut z[r * cout..(r + 1) * cout];
+                // SAFETY: the product hands these rows of z to this task alone, and the same rows
+                // of a go with them.
+                let a = unsafe { std::slice::from_raw_parts_mut(a_ptr.get().add(i * cout), cout) };
+                for (v, &b) in z.iter_mut().zip(bias) {
                     *v += b;
                 }
-                activation.forward_rows(z, a, z.len());
+                activation.forward_rows(z, a, cout);
             }
         };
-        matmul_then(&mut self.z, &self.patches, Trans::No, &self.weight, Trans::Yes, false, Some(&epilogue), true)?;
+        // SAFETY: every window lies inside `padded` (it was sized for these geometry and rows).
+        unsafe {
+            rows_product(self.z.as_mut_slice(), cout, rows, &self.padded, &window, &self.taps, &self.packed, &epilogue)
+        };
         let units = g.positions() * g.cout;
         self.z.reshape(n, units)?;
         self.a.reshape(n, units)
@@ -228,97 +256,152 @@ impl<T: Scalar> Conv2d<T> {
         // dz = ∂a/∂z · da (C4), as [N·OH·OW, Cout]
         self.activation.backward(&self.z, &self.a, da, &mut self.dz);
         self.dz.reshape(rows, g.cout)?;
-        // db[co] = Σ dz[·, co] (C5), summed in row order
-        let dz = &self.dz;
-        self.bias_grad.iter_mut().enumerate().for_each(|(co, b)| {
-            *b = (0..rows).fold(T::ZERO, |s, r| s + dz.get(r, co));
-        });
+        self.bias_gradient();
         if let Some(dx) = dx {
-            // dP = dz·W, then scattered back onto the padded map and cut (C6), then the noise (C7)
-            self.d_patches.ensure_shape(rows, g.patch());
-            matmul(&mut self.d_patches, &self.dz, Trans::No, &self.weight, Trans::No, false)?;
-            let target = if self.noise.is_some() { &mut self.x_tilde } else { &mut *dx };
-            target.ensure_shape(n, g.cin * g.h * g.w);
-            col2im(&self.d_patches, &g, target);
-            if let Some(noise) = &self.noise {
-                noise.backward(&self.x_tilde, dx);
-            }
+            self.input_gradient(n, dx);
         }
-        // dW = dzᵀ·P (C5), and the update of each finished block
-        let complete = std::sync::atomic::AtomicBool::new(true);
-        let w = SharedMut(self.weight.as_mut_slice().as_mut_ptr());
-        let then = update.map(|update| {
-            let complete = &complete;
-            move |rows: Range<usize>, cols: Range<usize>, gr: *mut T, ldg: usize| {
-                if !update(rows, cols, gr, ldg, w.get()) {
-                    complete.store(false, std::sync::atomic::Ordering::Relaxed);
+        // dWᵀ[t, co] = Σ_m x̃p[window(m) + t] · dz[m, co] (C5), then w's layout and the update
+        self.weight_gradient(rows);
+        let complete = match update {
+            Some(update) => {
+                let (g_ptr, w_ptr) = (self.weight_grad.as_slice().as_ptr(), self.weight.as_mut_slice().as_mut_ptr());
+                update(0..g.cout, 0..g.patch(), g_ptr, g.patch(), w_ptr)
+            }
+            None => true,
+        };
+        self.dz.reshape(n, g.positions() * g.cout)?;
+        Ok(complete)
+    }
+
+    /// db[co] = Σ_m dz[m, co] (C5): blocks of 16 channels in parallel, each summed in row order.
+    fn bias_gradient(&mut self) {
+        let (dz, cout) = (&self.dz, self.geometry.cout);
+        self.bias_grad.par_chunks_mut(16).enumerate().for_each(|(block, db)| {
+            db.fill(T::ZERO);
+            for row in dz.as_slice().chunks_exact(cout) {
+                for (g, &d) in db.iter_mut().zip(&row[block * 16..]) {
+                    *g += d;
                 }
             }
         });
-        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
-        let store = update.is_none();
-        matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.patches, Trans::No, false, epilogue, store)?;
-        let units = g.positions() * g.cout;
-        self.dz.reshape(n, units)?;
-        Ok(complete.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// dx (C6, C7): the flipped filters over the dilated and padded output gradient, and the
+    /// input noise's backward on each finished block.
+    fn input_gradient(&mut self, n: usize, dx: &mut Matrix<T>) {
+        let g = self.geometry;
+        let q = g.kernel - 1;
+        let (hq, wq) = (g.h + q, g.w + q);
+        // dzq[i,(h,w,co)] = dz[i,((h−(K−1−P))/S, (w−(K−1−P))/S, co)] where that is a whole
+        // position, else 0
+        let shift = q as isize - g.padding as isize;
+        place(self.dz.as_slice(), n, (g.oh, g.ow, g.cout), (hq, wq), shift, g.stride, &mut self.dz_dilated);
+        let (weight, k, cin) = (&self.weight, g.kernel, g.cin);
+        self.packed_flipped.pack(k * k * g.cout, cin, |t, ci| {
+            let (kh, kw, co) = (t / (k * g.cout), t / g.cout % k, t % g.cout);
+            weight.get(co, ((k - 1 - kh) * k + (k - 1 - kw)) * cin + ci)
+        });
+        let positions = g.h * g.w;
+        let target = if self.noise.is_some() { &mut self.x_tilde } else { &mut *dx };
+        target.ensure_shape(n * positions, cin);
+        let window = |m: usize| (((m / positions * hq + m % positions / g.w) * wq + m % g.w) * g.cout) as isize;
+        let noise = self.noise.as_ref();
+        let epilogue = |_: Range<usize>, _: &mut [T]| {};
+        // SAFETY: every window lies inside `dz_dilated`, sized for these rows.
+        unsafe {
+            rows_product(
+                target.as_mut_slice(),
+                cin,
+                n * positions,
+                &self.dz_dilated,
+                &window,
+                &self.taps_flipped,
+                &self.packed_flipped,
+                &epilogue,
+            )
+        };
+        target.reshape(n, positions * cin).expect("the same values");
+        if let Some(noise) = noise {
+            noise.backward(&self.x_tilde, dx);
+        }
+    }
+
+    /// The weight gradient into `weight_grad` (w's layout), through the depth product's
+    /// [tap, channel] layout.
+    fn weight_gradient(&mut self, rows: usize) {
+        let g = self.geometry;
+        let wide = g.cout.next_multiple_of(TILE_COLS);
+        let dz: &[T] = if wide == g.cout {
+            self.dz.as_slice()
+        } else {
+            self.dz_wide.clear();
+            self.dz_wide.resize(rows * wide, T::ZERO);
+            for (w, d) in self.dz_wide.chunks_exact_mut(wide).zip(self.dz.as_slice().chunks_exact(g.cout)) {
+                w[..g.cout].copy_from_slice(d);
+            }
+            &self.dz_wide
+        };
+        self.grad_t.resize(g.patch() * wide, T::ZERO);
+        // SAFETY: every window plus tap lies inside `padded`; dz has `rows` rows of `wide`.
+        unsafe {
+            depth_product(&mut self.grad_t, wide, wide, &self.padded, &self.windows[..rows], &self.taps, dz, wide)
+        };
+        let grad_t = &self.grad_t;
+        self.weight_grad.as_mut_slice().par_chunks_mut(g.patch()).enumerate().for_each(|(co, row)| {
+            for (t, v) in row.iter_mut().enumerate() {
+                *v = grad_t[t * wide + co];
+            }
+        });
     }
 }
 
-/// `patches[(i,oh,ow), (kh,kw,ci)] = x[i,(oh·S+kh−P, ow·S+kw−P, ci)]`, 0 in the padding; examples
-/// in parallel.
-fn im2col<T: Scalar>(x: &Matrix<T>, g: &Geometry, patches: &mut Matrix<T>) {
-    let (per_example, patch) = (g.positions() * g.patch(), g.patch());
-    let input = g.cin * g.h * g.w;
-    patches.as_mut_slice().par_chunks_mut(per_example.max(1)).zip(x.as_slice().par_chunks(input.max(1))).for_each(
-        |(p, x)| {
-            for (pos, row) in p.chunks_mut(patch).enumerate() {
-                let (oy, ox) = (pos / g.ow, pos % g.ow);
-                for kh in 0..g.kernel {
-                    for kw in 0..g.kernel {
-                        let dst = &mut row[(kh * g.kernel + kw) * g.cin..][..g.cin];
-                        match source_position(g, oy, ox, kh, kw) {
-                            Some(at) => dst.copy_from_slice(&x[at * g.cin..][..g.cin]),
-                            None => dst.fill(T::ZERO),
-                        }
-                    }
-                }
-            }
-        },
-    );
+/// Offsets of filter tap (kh, kw, c) in a window of a channels-last map `width` wide with
+/// `channels` channels, in the order of a patch.
+fn taps(g: &Geometry, width: usize, channels: usize) -> Vec<isize> {
+    let k = g.kernel;
+    (0..k * k * channels)
+        .map(|t| (((t / (k * channels)) * width + t / channels % k) * channels + t % channels) as isize)
+        .collect()
 }
 
-/// `dx[i,(h,w,ci)] = Σ dP[(i,oh,ow),(kh,kw,ci)]` over the patches that read (h, w); examples in
-/// parallel, each summed in the order of its patches.
-fn col2im<T: Scalar>(d_patches: &Matrix<T>, g: &Geometry, dx: &mut Matrix<T>) {
-    let (per_example, patch) = (g.positions() * g.patch(), g.patch());
-    let input = g.cin * g.h * g.w;
-    dx.as_mut_slice().par_chunks_mut(input.max(1)).zip(d_patches.as_slice().par_chunks(per_example.max(1))).for_each(
-        |(dx, p)| {
-            dx.fill(T::ZERO);
-            for (pos, row) in p.chunks(patch).enumerate() {
-                let (oy, ox) = (pos / g.ow, pos % g.ow);
-                for kh in 0..g.kernel {
-                    for kw in 0..g.kernel {
-                        if let Some(at) = source_position(g, oy, ox, kh, kw) {
-                            let src = &row[(kh * g.kernel + kw) * g.cin..][..g.cin];
-                            for (d, &s) in dx[at * g.cin..][..g.cin].iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    );
-}
-
-/// The input position `h·W + w` that filter tap (kh, kw) of output (oy, ox) reads, or `None` in the
-/// padding.
+/// Where the window of output position m (example, oh, ow) starts in the padded input.
 #[inline]
-fn source_position(g: &Geometry, oy: usize, ox: usize, kh: usize, kw: usize) -> Option<usize> {
-    let h = (oy * g.stride + kh).checked_sub(g.padding).filter(|&h| h < g.h)?;
-    let w = (ox * g.stride + kw).checked_sub(g.padding).filter(|&w| w < g.w)?;
-    Some(h * g.w + w)
+fn window_start(g: &Geometry, m: usize, hp: usize, wp: usize) -> isize {
+    let positions = g.oh * g.ow;
+    let (i, oy, ox) = (m / positions, m % positions / g.ow, m % g.ow);
+    (((i * hp + oy * g.stride) * wp + ox * g.stride) * g.cin) as isize
+}
+
+/// `out` = the `n` maps of `x` (h × w × c each) placed at offset `offset` (negative: the first
+/// rows and columns cut away) inside zero maps of hp × wp, each source row and column `dilation`
+/// apart: the input padded (offset P, dilation 1) or the output gradient dilated and padded.
+fn place<T: Scalar>(
+    x: &[T],
+    n: usize,
+    (h, w, c): (usize, usize, usize),
+    (hp, wp): (usize, usize),
+    offset: isize,
+    dilation: usize,
+    out: &mut Vec<T>,
+) {
+    out.clear();
+    out.resize(n * hp * wp * c, T::ZERO);
+    out.par_chunks_mut((hp * wp * c).max(1)).zip(x.par_chunks((h * w * c).max(1))).for_each(|(o, x)| {
+        for y in 0..h {
+            let ty = offset + (y * dilation) as isize;
+            if ty < 0 || ty as usize >= hp {
+                continue;
+            }
+            for xx in 0..w {
+                let tx = offset + (xx * dilation) as isize;
+                if tx < 0 || tx as usize >= wp {
+                    continue;
+                }
+                let at = (ty as usize * wp + tx as usize) * c;
+                o[at..at + c].copy_from_slice(&x[(y * w + xx) * c..][..c]);
+            }
+        }
+    });
 }
 
 /// A matrix that a product's epilogues write block by block.

@@ -41,8 +41,10 @@ pub enum Mode {
     McSample { sample: u32, first_row: u32 },
 }
 
-/// One run-time layer.
+/// One run-time layer. (The variants differ in size; a network holds a handful of them, so
+/// they are not boxed.)
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Layer<T: Scalar> {
     Dense(Dense<T>),
     Conv(Conv2d<T>),

@@ -34,7 +34,7 @@ pub struct Pool<T: Scalar> {
     /// The output map.
     pub output_shape: Shape,
     y: Matrix<T>,
-    /// Max-pooling: per output value, the offset of its maximum in the input row.
+    /// Max-pooling: per output value, which tap of its window (kh·K + kw) held the maximum.
     argmax: Vec<u32>,
 }
 
@@ -82,42 +82,49 @@ impl<T: Scalar> Pool<T> {
         let (s, out_units, rows) = (self.stride, self.output_shape.units(), x.rows());
         self.y.ensure_shape(rows, out_units);
         let inv = T::from_f64(1.0 / (k * k) as f64);
+        let tap_offset = tap_offsets(k, w, c);
+        let x_rows = x.as_slice().par_chunks(x.cols().max(1));
+        let y_rows = self.y.as_mut_slice().par_chunks_mut(out_units.max(1));
+        // Each window's channels are contiguous (channels last): the inner loops run over them.
         match self.kind {
             PoolKind::Max => {
                 self.argmax.resize(rows * out_units, 0);
-                let (y, arg) = (self.y.as_mut_slice(), &mut self.argmax);
-                let x_rows = x.as_slice().par_chunks(x.cols().max(1));
-                y.par_chunks_mut(out_units.max(1)).zip(arg.par_chunks_mut(out_units.max(1))).zip(x_rows).for_each(
-                    |((y, arg), x)| {
-                        for (o, (y, arg)) in y.iter_mut().zip(arg.iter_mut()).enumerate() {
-                            let (oy, ox, ch) = (o / (ow * c), o / c % ow, o % c);
-                            let mut best = (oy * s * w + ox * s) * c + ch;
-                            for kh in 0..k {
-                                for kw in 0..k {
-                                    let at = ((oy * s + kh) * w + ox * s + kw) * c + ch;
-                                    if x[at] > x[best] {
-                                        best = at;
-                                    }
-                                }
+                let arg_rows = self.argmax.par_chunks_mut(out_units.max(1));
+                y_rows.zip(arg_rows).zip(x_rows).for_each(|((y, arg), x)| {
+                    let windows = y.chunks_exact_mut(c).zip(arg.chunks_exact_mut(c)).enumerate();
+                    for (o, (y, arg)) in windows {
+                        let (oy, ox) = (o / ow, o % ow);
+                        let first = (oy * s * w + ox * s) * c;
+                        y.copy_from_slice(&x[first..first + c]);
+                        arg.fill(0);
+                        for (tap, &offset) in tap_offset.iter().enumerate().skip(1) {
+                            let at = first + offset;
+                            // selects, not branches: the comparisons are data, not patterns
+                            for ((best, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
+                                let better = v > *best;
+                                *best = if better { v } else { *best };
+                                *a = if better { tap as u32 } else { *a };
                             }
-                            *y = x[best];
-                            *arg = best as u32;
                         }
-                    },
-                );
+                    }
+                });
             }
             PoolKind::Avg => {
-                let x_rows = x.as_slice().par_chunks(x.cols().max(1));
-                self.y.as_mut_slice().par_chunks_mut(out_units.max(1)).zip(x_rows).for_each(|(y, x)| {
-                    for (o, y) in y.iter_mut().enumerate() {
-                        let (oy, ox, ch) = (o / (ow * c), o / c % ow, o % c);
-                        let mut sum = T::ZERO;
+                y_rows.zip(x_rows).for_each(|(y, x)| {
+                    for (o, y) in y.chunks_exact_mut(c).enumerate() {
+                        let (oy, ox) = (o / ow, o % ow);
+                        y.fill(T::ZERO);
                         for kh in 0..k {
                             for kw in 0..k {
-                                sum += x[((oy * s + kh) * w + ox * s + kw) * c + ch];
+                                let at = ((oy * s + kh) * w + ox * s + kw) * c;
+                                for (sum, &v) in y.iter_mut().zip(&x[at..at + c]) {
+                                    *sum += v;
+                                }
                             }
                         }
-                        *y = sum * inv;
+                        for v in y {
+                            *v *= inv;
+                        }
                     }
                 });
             }
@@ -163,21 +170,28 @@ impl<T: Scalar> Pool<T> {
         let (s, in_units, out_units) = (self.stride, self.input.units(), self.output_shape.units());
         dx.ensure_shape(dy.rows(), in_units);
         let inv = T::from_f64(1.0 / (k * k) as f64);
+        let tap_offset = tap_offsets(k, w, c);
         let chunks = dx.as_mut_slice().par_chunks_mut(in_units.max(1)).zip(dy.as_slice().par_chunks(out_units.max(1)));
         match self.kind {
             PoolKind::Max => chunks.zip(self.argmax.par_chunks(out_units.max(1))).for_each(|((dx, dy), arg)| {
                 dx.fill(T::ZERO);
-                for (&g, &at) in dy.iter().zip(arg) {
-                    dx[at as usize] += g;
+                for (o, (dy, arg)) in dy.chunks_exact(c).zip(arg.chunks_exact(c)).enumerate() {
+                    let first = ((o / ow) * s * w + (o % ow) * s) * c;
+                    for (ch, (&g, &tap)) in dy.iter().zip(arg).enumerate() {
+                        dx[first + tap_offset[tap as usize] + ch] += g;
+                    }
                 }
             }),
             PoolKind::Avg => chunks.for_each(|(dx, dy)| {
                 dx.fill(T::ZERO);
-                for (o, &g) in dy.iter().enumerate() {
-                    let (oy, ox, ch) = (o / (ow * c), o / c % ow, o % c);
+                for (o, dy) in dy.chunks_exact(c).enumerate() {
+                    let (oy, ox) = (o / ow, o % ow);
                     for kh in 0..k {
                         for kw in 0..k {
-                            dx[((oy * s + kh) * w + ox * s + kw) * c + ch] += g * inv;
+                            let at = ((oy * s + kh) * w + ox * s + kw) * c;
+                            for (d, &g) in dx[at..at + c].iter_mut().zip(dy) {
+                                *d += g * inv;
+                            }
                         }
                     }
                 }
@@ -185,6 +199,12 @@ impl<T: Scalar> Pool<T> {
         }
         Ok(())
     }
+}
+
+/// Where tap (kh, kw) of a K×K window lies from the window's first value, in a channels-last map
+/// `w` wide with `c` channels: `(kh·w + kw)·c` at index kh·K + kw.
+fn tap_offsets(k: usize, w: usize, c: usize) -> Vec<usize> {
+    (0..k * k).map(|tap| (tap / k * w + tap % k) * c).collect()
 }
 
 #[cfg(test)]

@@ -8,18 +8,21 @@
 //! - **W2**: dropout forward (`y = x·r/keep`, bits kept) and backward (`dx = dy·r/keep`) over 2^25
 //!   floats at keep 0.5, in GB/s counting 8 bytes per element, against a plain copy of the buffer.
 //! - **W3**: f32 GEMM throughput at 1024×1024×1024 and at each of W1's product shapes.
+//! - **W4**: one training epoch of SPEC's dropout CNN ([`W4_ARCH`]) as W1's protocol trains it,
+//!   with its GFLOP/s and a limit from the same run's 1024³ product rate.
 
-use crate::activation::Activation;
-use crate::data::{self, Source};
-use crate::dropout::{Dropout, Keep, MaskDraw, Scaling};
-use crate::error::Result;
-use crate::eval::evaluate;
-use crate::loss::Loss;
-use crate::network::{Architecture, Network};
-use crate::optim::{OptimConfig, Optimizer};
-use crate::rng::Stream;
-use crate::tensor::{matmul, Matrix, Trans};
-use crate::train::{train_step, StepBuffers};
+use dropnet::activation::Activation;
+use dropnet::data::{self, Dataset, Source};
+use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
+use dropnet::error::{Error, Result};
+use dropnet::eval::evaluate;
+use dropnet::loss::Loss;
+use dropnet::network::{Architecture, Network};
+use dropnet::optim::{OptimConfig, Optimizer};
+use dropnet::rng::Stream;
+use dropnet::stack::Stack;
+use dropnet::tensor::{matmul, Matrix, Trans};
+use dropnet::train::{train_step, StepBuffers};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -30,9 +33,6 @@ const W1_SIZES: [usize; 4] = [784, 1024, 1024, 10];
 const W1_BATCH: usize = 128;
 const W1_WARMUP_STEPS: usize = 20;
 const W1_SEED: u64 = 1;
-
-/// FLOP of one W1 sample counting matrix products only (SPEC.md).
-pub const W1_FLOP_PER_SAMPLE: u64 = 9_564_160;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct W1Result {
@@ -76,77 +76,152 @@ impl StepTimes {
 /// data set, Fashion-MNIST included (6000 per class).
 const MNIST_TRAIN_LABEL_COUNTS: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
 
-/// Steps in W1's timed epoch: ⌈60000 / 128⌉.
-pub const W1_STEPS: usize = 469;
+/// Steps in the timed epoch of W1 and W4: ⌈60000 / 128⌉.
+pub const EPOCH_STEPS: usize = 469;
 
-/// W1 on the MNIST folder `dir` (train and t10k files); with `steps`, only the first that many
-/// steps of the timed epoch (1..=469).
-pub fn w1(dir: &Path, steps: Option<usize>) -> Result<W1Result> {
-    if let Some(n) = steps {
-        if n == 0 || n > W1_STEPS {
-            return Err(crate::Error::Config(format!("--steps {n}: W1's epoch has 1 to {W1_STEPS} steps")));
-        }
-    }
+/// The real MNIST training and test sets of `dir`, refused when they are not MNIST.
+fn mnist(dir: &Path, workload: &str) -> Result<(Dataset, Dataset)> {
     let splits = data::load(&Source::Idx(dir.to_path_buf()), 0, W1_SEED, false)?;
     let mut counts = [0usize; 10];
     splits.train.labels.iter().for_each(|&y| counts[y.min(9)] += 1);
     if counts != MNIST_TRAIN_LABEL_COUNTS || splits.train.features() != 784 {
-        return Err(crate::Error::File {
+        return Err(Error::File {
             path: dir.to_path_buf(),
-            message: "W1 runs on MNIST only, and this is not MNIST's training set (label counts differ)".into(),
+            message: format!(
+                "{workload} runs on MNIST only, and this is not MNIST's training set (label counts differ)"
+            ),
         });
     }
-    let test = splits.test.as_ref().ok_or_else(|| crate::Error::File {
+    let test = splits.test.ok_or_else(|| Error::File {
         path: dir.to_path_buf(),
-        message: "W1 needs the MNIST test set (t10k files) for its sanity check".into(),
+        message: format!("{workload} needs the MNIST test set (t10k files) for its sanity check"),
     })?;
-    let arch =
-        Architecture::mlp(&W1_SIZES, Activation::Relu, Activation::Identity, &[0.8, 0.5, 0.5], Scaling::Inverted)?;
-    let mut net = Network::<f32>::new(&arch, W1_SEED)?;
+    Ok((splits.train, test))
+}
+
+/// One training epoch of SPEC's protocol (SGD, momentum 0.9, lr 0.01, batch 128, 20 warm-up steps
+/// of a shuffled order, then a fresh shuffle timed; `steps` times only that many of its steps),
+/// then the test error in evaluation mode.
+struct Epoch {
+    samples_per_s: f64,
+    epoch_s: f64,
+    test_error: f64,
+    step_ms: StepTimes,
+}
+
+fn timed_epoch(net: &mut Network<f32>, train: &Dataset, test: &Dataset, steps: Option<usize>) -> Result<Epoch> {
+    if let Some(n) = steps {
+        if n == 0 || n > EPOCH_STEPS {
+            return Err(Error::Config(format!("--steps {n}: the epoch has 1 to {EPOCH_STEPS} steps")));
+        }
+    }
     let config = OptimConfig { lr: 0.01, momentum: 0.9, ..OptimConfig::default() };
     let mut opt = Optimizer::new(config)?;
     let loss = Loss::SoftmaxCrossEntropy;
-    let train = &splits.train;
     let mut buffers = StepBuffers::default();
     let mut step = 0u64;
     // Warm-up: the first 20 batches of a shuffled order, not timed.
     let warmup = data::epoch_order(train.len(), W1_SEED, 0);
     for chunk in warmup.chunks(W1_BATCH).take(W1_WARMUP_STEPS) {
-        train_step(&mut net, &mut opt, loss, train, chunk, step, 0, &mut buffers)?;
+        train_step(net, &mut opt, loss, train, chunk, step, 0, &mut buffers)?;
         step += 1;
     }
-    // The timed epoch: all 469 batches of a fresh shuffle.
+    // The timed epoch: all 469 batches of a fresh shuffle (or the first `steps`).
     let order = data::epoch_order(train.len(), W1_SEED, 1);
     let mut step_ms = Vec::with_capacity(order.len().div_ceil(W1_BATCH));
-    let timed = steps.unwrap_or(W1_STEPS);
     let mut samples = 0;
     let started = Instant::now();
-    for chunk in order.chunks(W1_BATCH).take(timed) {
+    for chunk in order.chunks(W1_BATCH).take(steps.unwrap_or(EPOCH_STEPS)) {
         samples += chunk.len();
         let step_started = Instant::now();
-        train_step(&mut net, &mut opt, loss, train, chunk, step, 1, &mut buffers)?;
+        train_step(net, &mut opt, loss, train, chunk, step, 1, &mut buffers)?;
         step_ms.push(step_started.elapsed().as_secs_f64() * 1e3);
         step += 1;
     }
     let epoch_s = started.elapsed().as_secs_f64();
+    let (test_error, _) = evaluate(net, test, loss)?;
+    Ok(Epoch { samples_per_s: samples as f64 / epoch_s, epoch_s, test_error, step_ms: StepTimes::of(step_ms) })
+}
+
+/// W1 on the MNIST folder `dir` (train and t10k files); with `steps`, only the first that many
+/// steps of the timed epoch (1..=469).
+pub fn w1(dir: &Path, steps: Option<usize>) -> Result<W1Result> {
+    let (train, test) = mnist(dir, "W1")?;
+    let arch =
+        Architecture::mlp(&W1_SIZES, Activation::Relu, Activation::Identity, &[0.8, 0.5, 0.5], Scaling::Inverted)?;
+    let mut net = Network::<f32>::new(&arch, W1_SEED)?;
+    let e = timed_epoch(&mut net, &train, &test, steps)?;
     // Bits kept for backward in a full batch: 128 rows of ⌈n/64⌉ 64-bit words per dropped layer.
     let mask_bytes_per_step = W1_SIZES[..3].iter().map(|&n| W1_BATCH * n.div_ceil(64) * 8).sum::<usize>();
-    let (test_error, _) = evaluate(&mut net, test, loss)?;
-    let samples_per_s = samples as f64 / epoch_s;
     let limit_samples_per_s = W1_BATCH as f64 / w1_products_seconds()?;
     Ok(W1Result {
         workload: "w1",
         threads: rayon::current_num_threads(),
         data: dir.display().to_string(),
-        samples_per_s,
-        epoch_s,
-        test_error,
+        samples_per_s: e.samples_per_s,
+        epoch_s: e.epoch_s,
+        test_error: e.test_error,
         limit_samples_per_s,
-        fraction_of_limit: samples_per_s / limit_samples_per_s,
+        fraction_of_limit: e.samples_per_s / limit_samples_per_s,
         mask_bytes_per_step,
         steps,
-        step_ms: StepTimes::of(step_ms),
+        step_ms: e.step_ms,
     })
+}
+
+/// W4's network (SPEC.md): two convolutions with ReLU and max-pooling, dropout before both dense
+/// layers.
+pub const W4_ARCH: &str =
+    "1x28x28,conv32k5p2,relu,maxpool2,conv64k5p2,relu,maxpool2,flatten,keep0.5,dense1024,relu,keep0.5,dense10";
+
+/// FLOP of one W4 sample counting products only (SPEC.md).
+pub const W4_FLOP_PER_SAMPLE: u64 = 82_049_024;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W4Result {
+    pub workload: &'static str,
+    pub threads: usize,
+    pub data: String,
+    pub samples_per_s: f64,
+    /// samples/s × FLOP per sample / 1e9.
+    pub gflops: f64,
+    pub epoch_s: f64,
+    pub test_error: f64,
+    /// This run's W3 1024³ GFLOP/s × 1e9 / FLOP per sample.
+    pub limit_samples_per_s: f64,
+    pub fraction_of_limit: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    pub step_ms: StepTimes,
+}
+
+/// W4 on the MNIST folder `dir`; with `steps`, only the first that many steps of the timed epoch.
+pub fn w4(dir: &Path, steps: Option<usize>) -> Result<W4Result> {
+    let (train, test) = mnist(dir, "W4")?;
+    let mut net = Network::<f32>::new(&Architecture::new(Stack::parse(W4_ARCH, Scaling::Inverted)?), W1_SEED)?;
+    let e = timed_epoch(&mut net, &train, &test, steps)?;
+    let limit_samples_per_s = gemm_1024_gflops()? * 1e9 / W4_FLOP_PER_SAMPLE as f64;
+    Ok(W4Result {
+        workload: "w4",
+        threads: rayon::current_num_threads(),
+        data: dir.display().to_string(),
+        samples_per_s: e.samples_per_s,
+        gflops: e.samples_per_s * W4_FLOP_PER_SAMPLE as f64 / 1e9,
+        epoch_s: e.epoch_s,
+        test_error: e.test_error,
+        limit_samples_per_s,
+        fraction_of_limit: e.samples_per_s / limit_samples_per_s,
+        steps,
+        step_ms: e.step_ms,
+    })
+}
+
+/// GFLOP/s of a plain 1024³ product at this thread count (as W3 measures it).
+fn gemm_1024_gflops() -> Result<f64> {
+    let n = 1024;
+    let mut p = Product { c: Matrix::zeros(n, n), a: filled(n, n), ta: Trans::No, b: filled(n, n), tb: Trans::No };
+    let seconds = median_seconds(3, 10, || p.run())?;
+    Ok(p.flop() / seconds / 1e9)
 }
 
 /// One matrix product of W1's step: `c = op(a)·op(b)` at the orientation the dense layer uses.

@@ -1,4 +1,7 @@
-//! `dropnet bench`: the workloads of SPEC.md, printed as a line each or as JSON lines.
+//! `dropnet bench`: the workloads of SPEC.md (`workloads`), printed as a line each or as JSON
+//! lines.
+
+mod workloads;
 
 use clap::Args;
 use dropnet::data;
@@ -8,14 +11,14 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// w1, w2, w3 or all
+    /// w1, w2, w3, w4 or all
     #[arg(long, default_value = "all")]
     workload: String,
-    /// The MNIST folder for W1 [default: the copy in data/mnist; anything but MNIST is refused]
+    /// The MNIST folder for W1 and W4 [default: the copy in data/mnist; anything but MNIST is refused]
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Time only the first N steps of W1's epoch (a check of the workload, not SPEC.md's figure;
-    /// the JSON then says "steps": N)
+    /// Time only the first N steps of W1's and W4's epoch (a check of the workload, not SPEC.md's
+    /// figure; the JSON then says "steps": N)
     #[arg(long)]
     steps: Option<usize>,
     /// One JSON object per workload, each on its own line
@@ -24,18 +27,19 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    let (w1, w2, w3) = match args.workload.as_str() {
-        "w1" => (true, false, false),
-        "w2" => (false, true, false),
-        "w3" => (false, false, true),
-        "all" => (true, true, true),
-        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3 or all"))),
+    let (w1, w2, w3, w4) = match args.workload.as_str() {
+        "w1" => (true, false, false, false),
+        "w2" => (false, true, false, false),
+        "w3" => (false, false, true, false),
+        "w4" => (false, false, false, true),
+        "all" => (true, true, true, true),
+        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3, w4 or all"))),
     };
-    if !w1 {
+    if !w1 && !w4 {
         for (flag, given) in [("--data", args.data.is_some()), ("--steps", args.steps.is_some())] {
             if given {
                 return Err(Error::Config(format!(
-                    "{flag} applies to W1 only, and --workload {} does not run it",
+                    "{flag} applies to W1 and W4 only, and --workload {} runs neither",
                     args.workload
                 )));
             }
@@ -44,7 +48,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let threads = rayon::current_num_threads();
     if w1 {
         let dir = data::discover(args.data.as_deref())?;
-        let r = dropnet::bench::w1(&dir, args.steps)?;
+        let r = workloads::w1(&dir, args.steps)?;
         if args.json {
             println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
         } else {
@@ -57,8 +61,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
         }
     }
+    if w4 {
+        let dir = data::discover(args.data.as_deref())?;
+        let r = workloads::w4(&dir, args.steps)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
+        } else {
+            let partial = r.steps.map_or(String::new(), |n| format!(" [partial: {n} steps]"));
+            println!(
+                "W4 ({threads} threads){partial}: {:.0} samples/s, {:.1} GFLOP/s ({:.2} s), test error {:.4}; limit {:.0} samples/s, {:.2} of it",
+                r.samples_per_s, r.gflops, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit
+            );
+            let t = &r.step_ms;
+            println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
+        }
+    }
     if w2 {
-        let r = dropnet::bench::w2()?;
+        let r = workloads::w2()?;
         if args.json {
             println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
         } else {
@@ -69,7 +88,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     if w3 {
-        let r = dropnet::bench::w3()?;
+        let r = workloads::w3()?;
         if args.json {
             println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
         } else {

@@ -1,0 +1,344 @@
+//! Products whose A operand is read straight from a source buffer through offsets: element
+//! `(r, t)` of A is `src[row[r] + off[t]]`. A convolution is such a product: with `row` the start
+//! of each output position's window in the padded input and `off` each filter tap's offset in the
+//! window, `A` is the im2col matrix without ever being written down (math.md, C2).
+//!
+//! ```text
+//! tile     acc[r, j] = Σ_t src[row[r] + off[t]] · b[t·ldb + j]       r < 8, j < 32
+//! ```
+//!
+//! The tile is the GEMM micro-kernel with its eight broadcasts taken from eight row pointers
+//! instead of a packed panel: per step two loads of B, eight broadcasts and sixteen fused
+//! multiply-adds, so the FMA units set the pace and nothing is packed. Two drivers use it:
+//! [`rows_product`] gives each output row its own window (a convolution's forward pass and its
+//! input gradient) and [`depth_product`] swaps the roles, each output row a tap and the depth the
+//! positions (the weight gradient).
+
+use super::Gemm;
+use crate::scalar::Real;
+use rayon::prelude::*;
+
+/// Rows of a tile.
+pub const TILE_ROWS: usize = 8;
+/// Columns of a tile (one packed panel of B).
+pub const TILE_COLS: usize = 32;
+
+/// One 8 × 32 tile, in the portable code (f64, and f32 without AVX-512): `c[r·ldc + j] (+)= acc`.
+///
+/// # Safety
+/// `rows[r].offset(off[t])` is readable for every r, t; `b` holds `off.len()` rows of 32 values
+/// `ldb` apart; `c` holds 8 rows of 32 values `ldc` apart.
+pub(super) unsafe fn tile_portable<T: Real>(
+    rows: &[*const T; TILE_ROWS],
+    off: &[isize],
+    b: *const T,
+    ldb: usize,
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[T::ZERO; TILE_COLS]; TILE_ROWS];
+    for (t, &o) in off.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        let bt = unsafe { std::slice::from_raw_parts(b.add(t * ldb), TILE_COLS) };
+        for (acc_r, row) in acc.iter_mut().zip(rows) {
+            let a = unsafe { *row.offset(o) };
+            for (s, &bj) in acc_r.iter_mut().zip(bt) {
+                *s += a * bj;
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), TILE_COLS) };
+        for (o, &s) in out.iter_mut().zip(acc_r) {
+            *o = if accumulate { *o + s } else { s };
+        }
+    }
+}
+
+/// [`tile_portable`] for f32 with AVX-512: 16 zmm accumulators, as the GEMM's 8 × 32 kernel.
+///
+/// # Safety
+/// As [`tile_portable`], on a CPU with [`crate::cpu::AVX512_FEATURES`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
+pub(super) unsafe fn tile_avx512(
+    rows: &[*const f32; TILE_ROWS],
+    off: &[isize],
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let r = *rows;
+    let mut acc = [_mm512_setzero_ps(); 2 * TILE_ROWS];
+    let mut bp = b;
+    for &o in off {
+        // SAFETY (the loads): the caller's contract.
+        unsafe {
+            let b_lo = _mm512_loadu_ps(bp);
+            let b_hi = _mm512_loadu_ps(bp.add(16));
+            for i in 0..TILE_ROWS {
+                let a = _mm512_set1_ps(*r[i].offset(o));
+                acc[2 * i] = _mm512_fmadd_ps(a, b_lo, acc[2 * i]);
+                acc[2 * i + 1] = _mm512_fmadd_ps(a, b_hi, acc[2 * i + 1]);
+            }
+            bp = bp.add(ldb);
+        }
+    }
+    for i in 0..TILE_ROWS {
+        // SAFETY: row i of the tile is 32 floats at c + i·ldc.
+        unsafe {
+            let row = c.add(i * ldc);
+            let (mut lo, mut hi) = (acc[2 * i], acc[2 * i + 1]);
+            if accumulate {
+                lo = _mm512_add_ps(_mm512_loadu_ps(row), lo);
+                hi = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), hi);
+            }
+            _mm512_storeu_ps(row, lo);
+            _mm512_storeu_ps(row.add(16), hi);
+        }
+    }
+}
+
+/// B packed for these products: `panels[q][t·32 + j] = b(t, 32q + j)`, zero past the last column.
+#[derive(Clone, Debug)]
+pub struct PackedB<T> {
+    pub values: Vec<T>,
+    pub depth: usize,
+    pub cols: usize,
+}
+
+impl<T: Real> PackedB<T> {
+    /// Pack `depth × cols` values `b(t, j)` given by a function (B is small: a layer's weights).
+    pub fn pack(&mut self, depth: usize, cols: usize, b: impl Fn(usize, usize) -> T) {
+        let panels = cols.div_ceil(TILE_COLS);
+        self.values.clear();
+        self.values.resize(panels * depth * TILE_COLS, T::ZERO);
+        for q in 0..panels {
+            let panel = &mut self.values[q * depth * TILE_COLS..(q + 1) * depth * TILE_COLS];
+            for (t, row) in panel.chunks_exact_mut(TILE_COLS).enumerate() {
+                for (j, v) in row.iter_mut().enumerate().take(cols.saturating_sub(q * TILE_COLS)) {
+                    *v = b(t, q * TILE_COLS + j);
+                }
+            }
+        }
+        (self.depth, self.cols) = (depth, cols);
+    }
+
+    fn panel(&self, q: usize) -> *const T {
+        self.values[q * self.depth * TILE_COLS..].as_ptr()
+    }
+}
+
+impl<T> Default for PackedB<T> {
+    fn default() -> Self {
+        Self { values: Vec::new(), depth: 0, cols: 0 }
+    }
+}
+
+/// Rows per parallel task of [`rows_product`].
+const TASK_ROWS: usize = 64;
+
+/// Taps per block of the depth in [`rows_product`]: a block of one panel of B (16 KB in f32)
+/// stays in L1 while the task's eight tiles pass over it.
+const ROWS_DEPTH_BLOCK: usize = 128;
+
+/// `c[m·ldc + j] = Σ_t src[row(m) + off[t]] · b(t, j)` for m < `m_rows`, j < `b.cols`, then
+/// `epilogue(rows, c_block)` on each task's finished rows (whole rows, `ldc` apart). Tasks of 64
+/// rows run in parallel and sum into their own accumulator, block of taps after block of taps;
+/// each row is computed by one thread in that fixed order, so the result does not depend on the
+/// number of threads.
+///
+/// # Safety
+/// `src.offset(row(m) + off[t])` is readable for every m < `m_rows` and t; `c` holds `m_rows` rows
+/// of `ldc ≥ b.cols` values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn rows_product<T: Gemm>(
+    c: &mut [T],
+    ldc: usize,
+    m_rows: usize,
+    src: &[T],
+    row: &(dyn Fn(usize) -> isize + Sync),
+    off: &[isize],
+    b: &PackedB<T>,
+    epilogue: &(dyn Fn(std::ops::Range<usize>, &mut [T]) + Sync),
+) {
+    assert_eq!(off.len(), b.depth);
+    let (cols, depth) = (b.cols, b.depth);
+    let wide = cols.next_multiple_of(TILE_COLS);
+    let src = SendPtr(src.as_ptr());
+    c[..m_rows * ldc].par_chunks_mut(TASK_ROWS * ldc).enumerate().for_each(|(task, block)| {
+        let first = task * TASK_ROWS;
+        let rows_here = block.len() / ldc;
+        // rows past the end repeat the last: computed into the accumulator, never stored
+        let tiles: Vec<[*const T; TILE_ROWS]> = (0..rows_here.div_ceil(TILE_ROWS))
+            .map(|tile| {
+                std::array::from_fn(|i| {
+                    src.get().wrapping_offset(row(first + (tile * TILE_ROWS + i).min(rows_here - 1)))
+                })
+            })
+            .collect();
+        let mut acc = vec![T::ZERO; tiles.len() * TILE_ROWS * wide];
+        for d0 in (0..depth).step_by(ROWS_DEPTH_BLOCK) {
+            let taps = &off[d0..depth.min(d0 + ROWS_DEPTH_BLOCK)];
+            for q in 0..wide / TILE_COLS {
+                let b_block = b.panel(q).wrapping_add(d0 * TILE_COLS);
+                for (tile, rows) in tiles.iter().enumerate() {
+                    let target = acc[tile * TILE_ROWS * wide + q * TILE_COLS..].as_mut_ptr();
+                    // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
+                    unsafe { T::gathered_tile(rows, taps, b_block, TILE_COLS, target, wide, d0 > 0) };
+                }
+            }
+        }
+        for (out, sums) in block.chunks_exact_mut(ldc).zip(acc.chunks_exact(wide)) {
+            out[..cols].copy_from_slice(&sums[..cols]);
+        }
+        epilogue(first..first + rows_here, block);
+    });
+}
+
+/// Positions per block of the depth in [`depth_product`]: the block's rows of B and of the source
+/// stay in L2 while every tile of a task passes over them.
+const DEPTH_BLOCK: usize = 256;
+
+/// `ct[t·ldc + j] = Σ_m src[base[m] + off[t]] · b[m·ldb + j]` for t < `off.len()`, j < `cols`, m <
+/// `base.len()` (`ct` is a convolution's weight gradient laid out [tap, channel]). The output's
+/// rows of tiles are split between tasks; each task sums its tiles over blocks of the depth in
+/// order (one pass over B per task, not per tile), so the result does not depend on the number of
+/// threads. `cols` must be a multiple of 32 (`b` is read in place).
+///
+/// # Safety
+/// `src.offset(base[m] + off[t])` is readable for every m, t; `b` holds `base.len()` rows of
+/// `ldb ≥ cols` values; `ct` holds `off.len()` rows of `ldc ≥ cols` values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn depth_product<T: Gemm>(
+    ct: &mut [T],
+    ldc: usize,
+    cols: usize,
+    src: &[T],
+    base: &[isize],
+    off: &[isize],
+    b: &[T],
+    ldb: usize,
+) {
+    assert!(cols.is_multiple_of(TILE_COLS), "depth_product needs whole panels of 32 columns");
+    let (taps, depth) = (off.len(), base.len());
+    let src = SendPtr(src.as_ptr());
+    let b = SendPtr(b.as_ptr());
+    // two tasks per thread: few passes over B, and some balance on a busy machine
+    let tile_rows = taps.div_ceil(TILE_ROWS);
+    let per_task = tile_rows.div_ceil(2 * rayon::current_num_threads()).max(1);
+    ct[..taps * ldc].par_chunks_mut(per_task * TILE_ROWS * ldc).enumerate().for_each(|(task, block)| {
+        let t_first = task * per_task * TILE_ROWS;
+        let taps_here = block.len().div_ceil(ldc);
+        // taps past the end repeat the last: computed into the accumulator, never stored
+        let tiles: Vec<[*const T; TILE_ROWS]> = (0..taps_here.div_ceil(TILE_ROWS))
+            .map(|tile| {
+                std::array::from_fn(|i| {
+                    src.get().wrapping_offset(off[t_first + (tile * TILE_ROWS + i).min(taps_here - 1)])
+                })
+            })
+            .collect();
+        let mut acc = vec![T::ZERO; tiles.len() * TILE_ROWS * cols];
+        for m0 in (0..depth).step_by(DEPTH_BLOCK) {
+            let bases = &base[m0..depth.min(m0 + DEPTH_BLOCK)];
+            for (tile, rows) in tiles.iter().enumerate() {
+                for q in 0..cols / TILE_COLS {
+                    let b_panel = b.get().wrapping_add(m0 * ldb + q * TILE_COLS);
+                    let target = acc[tile * TILE_ROWS * cols + q * TILE_COLS..].as_mut_ptr();
+                    // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
+                    unsafe { T::gathered_tile(rows, bases, b_panel, ldb, target, cols, m0 > 0) };
+                }
+            }
+        }
+        for (out, sums) in block.chunks_mut(ldc).zip(acc.chunks_exact(cols)) {
+            out[..cols].copy_from_slice(&sums[..cols]);
+        }
+    });
+}
+
+/// A pointer handed to the tasks of a parallel loop, which only read through it.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*const T);
+// SAFETY: the tasks only read the source and B, which nothing writes while they run.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(self) -> *const T {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small integers over 8 so that every sum below is exact in f32.
+    fn value(i: usize) -> f32 {
+        ((i * 7 + 3) % 13) as f32 / 8.0 - 0.75
+    }
+
+    #[test]
+    fn rows_and_depth_products_match_their_definitions_exactly() {
+        let src: Vec<f32> = (0..4000).map(value).collect();
+        let off: Vec<isize> = (0..37).map(|t| (t * 3 + t / 5) as isize).collect();
+        let row = |m: usize| (m * 11 % 2000) as isize;
+        for cols in [32, 45, 64] {
+            let mut b = PackedB::default();
+            let bv = |t: usize, j: usize| value(t * 31 + j * 5 + 1);
+            b.pack(off.len(), cols, bv);
+            let m_rows = 83;
+            let mut c = vec![f32::NAN; m_rows * 70];
+            // SAFETY: every index stays inside src (row < 2000, off < 150) and c.
+            unsafe { rows_product(&mut c, 70, m_rows, &src, &row, &off, &b, &|_, _| {}) };
+            for m in 0..m_rows {
+                for j in 0..cols {
+                    let want: f32 = (0..off.len()).map(|t| src[(row(m) + off[t]) as usize] * bv(t, j)).sum();
+                    assert_eq!(c[m * 70 + j], want, "cols {cols}, ({m}, {j})");
+                }
+            }
+        }
+        // the weight gradient's form: taps × channels, summed over 600 positions in 3 blocks
+        let (depth, cols, taps) = (600, 64, 19);
+        let b: Vec<f32> = (0..depth * cols).map(|i| value(i * 3)).collect();
+        let base: Vec<isize> = (0..depth).map(|m| (m * 5 % 3000) as isize).collect();
+        let off: Vec<isize> = (0..taps).map(|t| (t * 7) as isize).collect();
+        let mut ct = vec![f32::NAN; taps * cols];
+        // SAFETY: as above.
+        unsafe { depth_product(&mut ct, cols, cols, &src, &base, &off, &b, cols) };
+        for t in 0..taps {
+            for j in 0..cols {
+                let want: f32 = (0..depth).map(|m| src[(base[m] + off[t]) as usize] * b[m * cols + j]).sum();
+                assert_eq!(ct[t * cols + j], want, "({t}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx512_tile_equals_the_portable_one() {
+        if !crate::cpu::detected_avx512() {
+            eprintln!("skipped: this CPU lacks {}", crate::cpu::AVX512_FEATURES);
+            return;
+        }
+        let src: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rows: [*const f32; 8] = std::array::from_fn(|i| src[i * 97..].as_ptr());
+        let off: Vec<isize> = (0..300).map(|t| (t * 2) as isize).collect();
+        let b: Vec<f32> = (0..300 * 40).map(|i| (i as f32 * 0.11).cos()).collect();
+        for accumulate in [false, true] {
+            let (mut c1, mut c2) = (vec![0.5f32; 8 * 40], vec![0.5f32; 8 * 40]);
+            // SAFETY: rows + off stay inside src; b has 300 rows of 40 (ldb 40); c 8 rows of 40.
+            unsafe {
+                tile_portable(&rows, &off, b.as_ptr(), 40, c1.as_mut_ptr(), 40, accumulate);
+                tile_avx512(&rows, &off, b.as_ptr(), 40, c2.as_mut_ptr(), 40, accumulate);
+            }
+            for (x, y) in c1.iter().zip(&c2) {
+                // fused multiply-adds round once per step: within 300 roundings of 4e-7 each
+                assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+            }
+        }
+    }
+}
