@@ -19,6 +19,10 @@ fn gradcheck_json_reports_every_case_below_tolerance() {
     {
         assert!(names.contains(&expected), "missing case {expected}: {names:?}");
     }
+    // the layer kinds of the stack each have cases, found by the words of their names
+    for word in ["conv", "maxpool", "avgpool", "spatial", "perunit-map"] {
+        assert!(names.iter().any(|n| n.contains(word)), "no case named with {word}: {names:?}");
+    }
     for case in cases {
         assert!(case["max_rel_error"].as_f64().unwrap() <= 1e-6, "{case}");
     }
