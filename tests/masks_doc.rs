@@ -3,6 +3,7 @@
 
 use dropnet::dropout::{mask_bit, mask_word, threshold, MaskDraw};
 use dropnet::rng::Stream;
+use dropnet::stack::Stack;
 use dropnet::{Activation, Architecture, Matrix, Mode, Network, Scaling};
 
 struct Vector {
@@ -99,4 +100,38 @@ fn every_documented_threshold_matches() {
         assert_eq!(keep * 4_294_967_296.0, r[1].parse::<f64>().unwrap(), "keep·2^32 of {keep}");
         assert_eq!(threshold(keep), r[2].parse::<u64>().unwrap(), "threshold of {keep}");
     }
+}
+
+#[test]
+fn feature_map_masks_use_the_documented_columns() {
+    // per unit on a 2-channel 3x3 map: column (h·3 + w)·2 + c, noise ordinal 0; then per channel
+    // on the convolution's 4 channels: column c, noise ordinal 1
+    let stack = Stack::parse("2x3x3,keep0.5,conv4k1,relu,spatial0.5,conv1k1", Scaling::Inverted).unwrap();
+    let mut net = Network::<f64>::new(&Architecture::new(stack), 7).unwrap();
+    let x = Matrix::from_fn(5, 18, |i, k| 1.0 + ((i * 3 + k) % 4) as f64);
+    net.forward(&x, Mode::Train { step: 3 }).unwrap();
+    let draw = |layer| MaskDraw { seed: 7, stream: Stream::Mask, layer, step: 3, first_row: 0 };
+    let noises = net.noises();
+    let (mut kept, mut dropped) = (0, 0);
+    for row in 0..5 {
+        for (h, w, c) in (0..18).map(|k| (k / 6, k / 2 % 3, k % 2)) {
+            let column = (h * 3 + w) * 2 + c;
+            let bit = mask_bit(&draw(0), row as u32, column as u32, 0.5);
+            assert_eq!(noises[0].mask().get(row, column), bit, "row {row}, (h, w, c) = ({h}, {w}, {c})");
+        }
+        let spatial = noises[1].spatial().expect("the second noise is spatial");
+        for c in 0..4 {
+            let bit = mask_bit(&draw(1), row as u32, c as u32, 0.5);
+            assert_eq!(noises[1].mask().get(row, c), bit, "row {row}, channel {c}");
+            // inverted scaling: a kept channel is multiplied by 1/keep = 2 at every position
+            assert_eq!(spatial.factors(row)[c], if bit { 2.0 } else { 0.0 });
+            if bit {
+                kept += 1
+            } else {
+                dropped += 1
+            }
+        }
+    }
+    // 20 channel bits at keep 0.5: both outcomes occur (all 20 alike has probability 2·2^-20)
+    assert!(kept > 0 && dropped > 0);
 }

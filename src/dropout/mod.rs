@@ -124,7 +124,7 @@ pub fn threshold(keep: f64) -> u64 {
 pub struct MaskDraw {
     pub seed: u64,
     pub stream: Stream,
-    /// Index of the dense layer whose input is dropped (0 = the network's input).
+    /// Ordinal of the noise whose bits these are, over the stack's noise tokens (0 = the first).
     pub layer: u32,
     /// Training step, or Monte-Carlo sample index.
     pub step: u32,
