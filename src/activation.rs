@@ -1,5 +1,5 @@
 //! Activations `a[i,:] = g(z[i,:])` and their backward pass
-//! `dz[i,j] = Σ_jj da[i,jj] · ∂a[i,jj]/∂z[i,j]` (seed 000).
+//! `dz[i,j] = Σ_jj da[i,jj] · ∂a[i,jj]/∂z[i,j]` (math.md, D3, D4).
 //!
 //! For the elementwise activations the Jacobian is diagonal and the sum has one term:
 //! `dz = da · g'(z)`. Softmax couples all units of a row, so its backward is the full

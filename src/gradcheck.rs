@@ -368,7 +368,7 @@ mod tests {
         }
     }
 
-    /// The backward of the forum thread (seed 001): the mask is applied to the gradient but the
+    /// The classic wrong backward (math.md, N1): the mask is applied to the gradient but the
     /// 1/keep factor is forgotten. Written out layer by layer with the library's own pieces.
     fn backward_forgetting_keep(p: &mut Problem) -> Vec<Tensor> {
         let mut da = Matrix::zeros(0, 0);

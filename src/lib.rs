@@ -17,6 +17,7 @@ pub mod network;
 pub mod optim;
 pub mod rng;
 pub mod scalar;
+mod shared_ptr;
 pub mod stack;
 pub mod tensor;
 pub mod train;

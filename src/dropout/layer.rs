@@ -31,14 +31,7 @@ pub struct Dropout<T: Scalar> {
 impl<T: Scalar> Dropout<T> {
     pub fn new(keep: Keep, scaling: Scaling) -> Self {
         let thresholds: Vec<u64> = keep.values().iter().map(|&p| threshold(p)).collect();
-        let (train_scale, eval_scale) = keep
-            .values()
-            .iter()
-            .map(|&p| match scaling {
-                Scaling::Inverted => (T::from_f64(1.0 / p), T::ONE),
-                Scaling::Standard => (T::ONE, T::from_f64(p)),
-            })
-            .unzip();
+        let (train_scale, eval_scale) = scaling.factors(&keep);
         Self {
             keep,
             scaling,
@@ -106,7 +99,7 @@ impl<T: Scalar> Dropout<T> {
         Ok(())
     }
 
-    /// `da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]` (seed 000, last line of the summary), or the
+    /// `da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]` (D7), or the
     /// derivative of whichever scaling the last forward pass applied. May run in place.
     pub fn backward(&self, da_tilde: &Matrix<T>, da: &mut Matrix<T>) {
         da.ensure_shape(da_tilde.rows(), da_tilde.cols());

@@ -3,15 +3,15 @@
 //! portable row passes and the fused draw-and-apply pass (`kernels`), and their AVX-512
 //! intrinsics versions (`avx512`).
 //!
-//! With `r[i,k] ~ Bernoulli(keep[k])` (seed 000, forward):
+//! With `r[i,k] ~ Bernoulli(keep[k])` (math.md, N1):
 //! ```text
 //! inverted:  train  a_tilde[i,k] = r[i,k] / keep[k] * a[i,k]     eval  a_tilde = a
 //! standard:  train  a_tilde[i,k] = r[i,k] * a[i,k]               eval  a_tilde[i,k] = keep[k] * a[i,k]
 //! ```
 //! Both give `E[a_tilde] ` equal to the eval value, so a network trained with one convention and
 //! evaluated with the same one sees, in expectation, the pre-activations it was trained on.
-//! Backward is the chain rule through the same step (seed 000, last line of the summary; the forum
-//! thread of seed 001 is the user who forgot the `1/keep`): `da[i,k] = da_tilde[i,k] * r[i,k] / keep[k]`
+//! Backward is the chain rule through the same step (math.md, N1 and D7; forgetting the `1/keep`
+//! here is the classic bug): `da[i,k] = da_tilde[i,k] * r[i,k] / keep[k]`
 //! (inverted) or `da_tilde[i,k] * r[i,k]` (standard), and through the eval scaling in eval mode.
 
 #[cfg(target_arch = "x86_64")]
@@ -30,7 +30,7 @@ use crate::rng::{counter, key, philox4x32_10, Stream};
 use std::fmt;
 use std::str::FromStr;
 
-/// Where the scaling by `keep` happens (seed 002 describes both).
+/// Where the scaling by `keep` happens (math.md, N1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scaling {
@@ -39,6 +39,20 @@ pub enum Scaling {
     Inverted,
     /// No scaling in training; evaluation multiplies by `keep`.
     Standard,
+}
+
+impl Scaling {
+    /// The factors on a kept unit, per unit of `keep`: in training (`1/keep` inverted, 1
+    /// standard) and in evaluation (1 inverted, `keep` standard).
+    pub fn factors<T: crate::tensor::Scalar>(self, keep: &Keep) -> (Vec<T>, Vec<T>) {
+        keep.values()
+            .iter()
+            .map(|&p| match self {
+                Scaling::Inverted => (T::from_f64(1.0 / p), T::ONE),
+                Scaling::Standard => (T::ONE, T::from_f64(p)),
+            })
+            .unzip()
+    }
 }
 
 impl fmt::Display for Scaling {

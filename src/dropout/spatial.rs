@@ -38,14 +38,7 @@ impl<T: Scalar> SpatialDropout<T> {
     /// One keep probability per channel.
     pub fn new(keep: Keep, scaling: Scaling) -> Self {
         let thresholds = keep.values().iter().map(|&p| threshold(p)).collect();
-        let (train_scale, eval_scale) = keep
-            .values()
-            .iter()
-            .map(|&p| match scaling {
-                Scaling::Inverted => (T::from_f64(1.0 / p), T::ONE),
-                Scaling::Standard => (T::ONE, T::from_f64(p)),
-            })
-            .unzip();
+        let (train_scale, eval_scale) = scaling.factors(&keep);
         Self { keep, scaling, thresholds, train_scale, eval_scale, mask: BitMask::default(), factor: Vec::new() }
     }
 

@@ -16,6 +16,7 @@
 
 use super::Gemm;
 use crate::scalar::Real;
+use crate::shared_ptr::SharedPtr;
 use rayon::prelude::*;
 
 /// Rows of a tile.
@@ -170,7 +171,7 @@ pub unsafe fn rows_product<T: Gemm>(
     assert_eq!(off.len(), b.depth);
     let (cols, depth) = (b.cols, b.depth);
     let wide = cols.next_multiple_of(TILE_COLS);
-    let src = SendPtr(src.as_ptr());
+    let src = SharedPtr(src.as_ptr());
     c[..m_rows * ldc].par_chunks_mut(TASK_ROWS * ldc).enumerate().for_each(|(task, block)| {
         let first = task * TASK_ROWS;
         let rows_here = block.len() / ldc;
@@ -227,8 +228,8 @@ pub unsafe fn depth_product<T: Gemm>(
 ) {
     assert!(cols.is_multiple_of(TILE_COLS), "depth_product needs whole panels of 32 columns");
     let (taps, depth) = (off.len(), base.len());
-    let src = SendPtr(src.as_ptr());
-    let b = SendPtr(b.as_ptr());
+    let src = SharedPtr(src.as_ptr());
+    let b = SharedPtr(b.as_ptr());
     // two tasks per thread: few passes over B, and some balance on a busy machine
     let tile_rows = taps.div_ceil(TILE_ROWS);
     let per_task = tile_rows.div_ceil(2 * rayon::current_num_threads()).max(1);
@@ -259,18 +260,6 @@ pub unsafe fn depth_product<T: Gemm>(
             out[..cols].copy_from_slice(&sums[..cols]);
         }
     });
-}
-
-/// A pointer handed to the tasks of a parallel loop, which only read through it.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*const T);
-// SAFETY: the tasks only read the source and B, which nothing writes while they run.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    fn get(self) -> *const T {
-        self.0
-    }
 }
 
 #[cfg(test)]

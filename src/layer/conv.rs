@@ -27,6 +27,7 @@ use super::Mode;
 use crate::activation::Activation;
 use crate::error::{shape, Error, Result};
 use crate::gemm::gathered::{depth_product, rows_product, PackedB, TILE_COLS};
+use crate::shared_ptr::SharedMut;
 use crate::stack::Shape;
 use crate::tensor::{Matrix, Scalar};
 use rayon::prelude::*;
@@ -402,18 +403,6 @@ fn place<T: Scalar>(
             }
         }
     });
-}
-
-/// A matrix that a product's epilogues write block by block.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: each block of the matrix is written by the one thread its block of C went to.
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-impl<T> SharedMut<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The dense layer of seed 000: noise on its input (dropout), an affine map, an activation
+//! The dense layer: noise on its input (dropout), an affine map, an activation
 //! (math.md, D1–D7).
 //!
 //! ```text
@@ -16,6 +16,7 @@ use super::noise::Noise;
 use super::Mode;
 use crate::activation::Activation;
 use crate::error::{shape, Result};
+use crate::shared_ptr::SharedMut;
 use crate::tensor::{matmul, matmul_then, Matrix, Scalar, Trans};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -211,21 +212,6 @@ impl<T: Scalar> Dense<T> {
 /// cols.start + j) at `g + r·ldg + j`) and returns whether the update of those rows is complete
 /// (false when max-norm still needs whole rows).
 pub type WeightUpdate<'a, T> = &'a (dyn Fn(Range<usize>, Range<usize>, *const T, usize, *mut T) -> bool + Sync);
-
-/// A matrix that a product's epilogues write block by block (the weights in the fused update,
-/// a_next in the forward pass): the product hands each block to exactly one thread.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-// SAFETY: each block of the matrix is written by the one thread its block of C went to.
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-impl<T> SharedMut<T> {
-    /// A method rather than `.0`, so that a closure captures the whole (Sync) wrapper instead of
-    /// only its raw-pointer field.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 /// `z[i,j] += b[j]` and `a[i,:] = g(z[i,:])`, blocks of 16 rows in parallel (for softmax, whose
 /// rows cannot be finished block by block inside the product).

@@ -2,7 +2,7 @@
 //! list of them.
 //!
 //! A run-time layer is one of: a dense layer or a convolution (each with the noise token before it
-//! and the activation token after it fused in, as seed 000 writes the layer), a pooling layer, an
+//! and the activation token after it fused in, as math.md's D1–D7 write the layer), a pooling layer, an
 //! activation that follows no dense or convolution, or a noise that precedes a pooling layer or an
 //! activation. `flatten` is only a change of shape: a feature map's values already lie in one row.
 //!

@@ -52,13 +52,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
         } else {
-            let partial = r.steps.map_or(String::new(), |n| format!(" [partial: {n} steps]"));
             println!(
-                "W1 ({threads} threads){partial}: {:.0} samples/s ({:.2} s), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
-                r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
+                "W1 ({threads} threads){}: {:.0} samples/s ({:.2} s), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
+                partial(r.steps), r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
             );
-            let t = &r.step_ms;
-            println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
+            print_steps(&r.step_ms);
         }
     }
     if w4 {
@@ -67,13 +65,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
         } else {
-            let partial = r.steps.map_or(String::new(), |n| format!(" [partial: {n} steps]"));
             println!(
-                "W4 ({threads} threads){partial}: {:.0} samples/s, {:.1} GFLOP/s ({:.2} s), test error {:.4}; limit {:.0} samples/s, {:.2} of it",
-                r.samples_per_s, r.gflops, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit
+                "W4 ({threads} threads){}: {:.0} samples/s, {:.1} GFLOP/s ({:.2} s), test error {:.4}; limit {:.0} samples/s, {:.2} of it",
+                partial(r.steps), r.samples_per_s, r.gflops, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit
             );
-            let t = &r.step_ms;
-            println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
+            print_steps(&r.step_ms);
         }
     }
     if w2 {
@@ -98,4 +94,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// " [partial: N steps]" after a workload's name when only N steps were timed.
+fn partial(steps: Option<usize>) -> String {
+    steps.map_or(String::new(), |n| format!(" [partial: {n} steps]"))
+}
+
+/// The second line of W1's and W4's table output: the spread of the timed steps.
+fn print_steps(t: &workloads::StepTimes) {
+    println!("   steps: min {:.2} ms, median {:.2}, p90 {:.2}, max {:.2}", t.min, t.median, t.p90, t.max);
 }
