@@ -204,7 +204,7 @@ pub unsafe fn rows_product<T: Gemm>(
 
 /// Positions per block of the depth in [`depth_product`]: the block's rows of B and of the source
 /// stay in L2 while every tile of a task passes over them.
-const DEPTH_BLOCK: usize = 256;
+const DEPTH_BLOCK: usize = 512;
 
 /// `ct[t·ldc + j] = Σ_m src[base[m] + off[t]] · b[m·ldb + j]` for t < `off.len()`, j < `cols`, m <
 /// `base.len()` (`ct` is a convolution's weight gradient laid out [tap, channel]). The output's

@@ -274,17 +274,27 @@ impl<T: Scalar> Conv2d<T> {
         Ok(complete)
     }
 
-    /// db[co] = Σ_m dz[m, co] (C5): blocks of 16 channels in parallel, each summed in row order.
+    /// db[co] = Σ_m dz[m, co] (C5): blocks of rows summed in parallel, then the blocks' sums added
+    /// in block order, so the result does not depend on the number of threads.
     fn bias_gradient(&mut self) {
-        let (dz, cout) = (&self.dz, self.geometry.cout);
-        self.bias_grad.par_chunks_mut(16).enumerate().for_each(|(block, db)| {
-            db.fill(T::ZERO);
-            for row in dz.as_slice().chunks_exact(cout) {
-                for (g, &d) in db.iter_mut().zip(&row[block * 16..]) {
-                    *g += d;
+        const BLOCK_ROWS: usize = 512;
+        let (dz, cout) = (self.dz.as_slice(), self.geometry.cout);
+        let partial = |rows: &[T]| {
+            let mut sum = vec![T::ZERO; cout];
+            for row in rows.chunks_exact(cout) {
+                for (s, &d) in sum.iter_mut().zip(row) {
+                    *s += d;
                 }
             }
-        });
+            sum
+        };
+        let sums: Vec<Vec<T>> = dz.par_chunks(BLOCK_ROWS * cout).map(partial).collect();
+        self.bias_grad.fill(T::ZERO);
+        for sum in &sums {
+            for (g, &s) in self.bias_grad.iter_mut().zip(sum) {
+                *g += s;
+            }
+        }
     }
 
     /// dx (C6, C7): the flipped filters over the dilated and padded output gradient, and the
@@ -376,6 +386,10 @@ fn window_start(g: &Geometry, m: usize, hp: usize, wp: usize) -> isize {
 /// `out` = the `n` maps of `x` (h × w × c each) placed at offset `offset` (negative: the first
 /// rows and columns cut away) inside zero maps of hp × wp, each source row and column `dilation`
 /// apart: the input padded (offset P, dilation 1) or the output gradient dilated and padded.
+///
+/// Only this function writes `out`, and for one geometry it writes the same positions every call:
+/// the zeros between them are written when the buffer takes its size and stay, so a call of the
+/// same size only copies the maps.
 fn place<T: Scalar>(
     x: &[T],
     n: usize,
@@ -385,8 +399,11 @@ fn place<T: Scalar>(
     dilation: usize,
     out: &mut Vec<T>,
 ) {
-    out.clear();
-    out.resize(n * hp * wp * c, T::ZERO);
+    let len = n * hp * wp * c;
+    if out.len() != len {
+        out.clear();
+        out.resize(len, T::ZERO);
+    }
     out.par_chunks_mut((hp * wp * c).max(1)).zip(x.par_chunks((h * w * c).max(1))).for_each(|(o, x)| {
         for y in 0..h {
             let ty = offset + (y * dilation) as isize;
