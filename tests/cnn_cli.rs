@@ -39,6 +39,9 @@ fn info_lists_every_layer_with_its_kind_output_shape_and_parameters() {
     // conv: 4 filters of 3·3·1 weights and a bias each; dense: 3 × 16 weights and 3 biases
     let params: Vec<u64> = layers.iter().map(|l| l["params"].as_u64().unwrap()).collect();
     assert_eq!(params, [4 * 9 + 4, 0, 3 * 16 + 3]);
+    // every module of the stack belongs to one layer, flatten (3) to the dense layer after it
+    let modules: Vec<serde_json::Value> = layers.iter().map(|l| l["modules"].clone()).collect();
+    assert_eq!(modules, [serde_json::json!([0, 1]), serde_json::json!([2, 2]), serde_json::json!([3, 5])], "{info}");
 }
 
 #[test]

@@ -246,6 +246,9 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
     let mut pending: Option<(NoiseSpec, u32, Shape, usize)> = None;
     let mut noises = 0u32;
     let mut flattened: Option<Shape> = None;
+    // the flatten token the next dense layer's modules start from (None once another module is
+    // between them)
+    let mut flatten_token: Option<usize> = None;
     let tokens = &stack.tokens;
     let mut i = 0;
     while i < tokens.len() {
@@ -279,6 +282,7 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
             Token::Flatten => {
                 if let Shape::Map { .. } = shape {
                     flattened = Some(shape);
+                    flatten_token = Some(i);
                     shape = Shape::Flat(shape.units());
                 } else {
                     return Err(at(format!("flatten needs a feature map, not {shape} units")));
@@ -291,7 +295,7 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
                     )));
                 };
                 let activation = fused(i).unwrap_or(Activation::Identity);
-                let start = pending.as_ref().map_or(i, |p| p.3);
+                let start = pending.as_ref().map_or(i, |p| p.3).min(flatten_token.take().unwrap_or(i));
                 let end = if fused(i).is_some() { i + 2 } else { i + 1 };
                 let noise = pending.take().map(|(spec, ordinal, on, _)| (spec, ordinal, on));
                 let output = Shape::Flat(*units);
@@ -349,6 +353,7 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
             }
             Token::Activation { activation } => {
                 standalone_noise(&mut pending, &mut plans);
+                flatten_token = None;
                 plans.push(Plan {
                     kind: PlanKind::Activation,
                     input: shape,
