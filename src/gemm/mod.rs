@@ -153,6 +153,11 @@ impl Gemm for f32 {
             // SAFETY: the check is exactly the kernel's target features; the rest is the caller's.
             return unsafe { gathered::tile_avx512(rows, off, b, ldb, c, ldc, accumulate) };
         }
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::avx2() {
+            // SAFETY: as above (AVX2 and FMA).
+            return unsafe { gathered::tile_avx2(rows, off, b, ldb, c, ldc, accumulate) };
+        }
         unsafe { gathered::tile_portable(rows, off, b, ldb, c, ldc, accumulate) }
     }
 }
