@@ -9,8 +9,18 @@ use crate::loss::{Loss, Targets};
 use crate::network::{Mode, Network};
 use crate::tensor::Matrix;
 
-/// Examples per forward pass when evaluating.
+/// Examples per forward pass when evaluating, at most.
 pub const EVAL_BATCH: usize = 1000;
+
+/// Values of one layer's activations per evaluation pass, at most (32 MB in f32): a wide
+/// convolutional layer evaluates fewer examples at a time, so its workspaces stay bounded.
+const EVAL_VALUES: usize = 1 << 23;
+
+/// Examples per evaluation pass of `net`: [`EVAL_BATCH`], fewer when a layer is wide.
+pub fn eval_batch(net: &Network<f32>) -> usize {
+    let widest = net.plans().iter().map(|p| p.input.units().max(p.output.units())).max().unwrap_or(1);
+    (EVAL_VALUES / widest.max(1)).clamp(1, EVAL_BATCH)
+}
 
 /// Index of the largest value.
 pub fn argmax(row: &[f32]) -> usize {
@@ -60,7 +70,7 @@ pub fn evaluate(net: &mut Network<f32>, data: &Dataset, loss: Loss) -> Result<(f
     let (mut x, mut labels, mut hot, mut grad) =
         (Matrix::zeros(0, 0), Vec::new(), Matrix::zeros(0, 0), Matrix::zeros(0, 0));
     let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(EVAL_BATCH) {
+    for chunk in indices.chunks(eval_batch(net)) {
         data.gather(chunk, &mut x, &mut labels);
         let out = net.forward(&x, Mode::Eval)?;
         wrong += (0..out.rows()).filter(|&i| argmax(out.row(i)) != labels[i]).count();
@@ -110,8 +120,9 @@ pub fn predict(net: &mut Network<f32>, x: &Matrix<f32>, loss: Loss, mc: Option<u
     let mut sum_entropy = vec![0.0f64; n];
     let mut batch = Matrix::zeros(0, 0);
     let mut probs = vec![0.0f32; classes];
-    for start in (0..n).step_by(EVAL_BATCH) {
-        let end = (start + EVAL_BATCH).min(n);
+    let per_pass = eval_batch(net);
+    for start in (0..n).step_by(per_pass) {
+        let end = (start + per_pass).min(n);
         batch.ensure_shape(end - start, x.cols());
         for i in start..end {
             batch.row_mut(i - start).copy_from_slice(x.row(i));
