@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod activation;
+pub mod calibration;
 pub mod cpu;
 pub mod data;
 pub mod dropout;

@@ -70,6 +70,27 @@ fn a_partial_w4_reports_every_field() {
 }
 
 #[test]
+fn w5_predicts_every_test_image_and_reports_its_limit() {
+    // the whole workload (10,000 images × 50 samples): its JSON, not its speed
+    let dir = temp_dir("bench_w5");
+    let data = mnist_dir();
+    let lines = json_lines(&dropnet(
+        &dir,
+        &["--threads", "2", "bench", "--workload", "w5", "--data", data.to_str().unwrap(), "--json"],
+    ));
+    let w5 = &lines[0];
+    assert_eq!(w5["workload"], "w5");
+    assert_eq!((w5["examples"].as_u64(), w5["mc_samples"].as_u64()), (Some(10_000), Some(50)), "{w5}");
+    let per_s = w5["examples_per_s"].as_f64().unwrap();
+    assert!((per_s * w5["wall_s"].as_f64().unwrap() / 10_000.0 - 1.0).abs() < 1e-9, "{w5}");
+    // the limit is the 1024³ rate over SPEC.md's 186,163,200 FLOP per example
+    let fraction = per_s / w5["limit_examples_per_s"].as_f64().unwrap();
+    assert!((fraction - w5["fraction_of_limit"].as_f64().unwrap()).abs() < 1e-9, "{w5}");
+    let out = dropnet(&dir, &["bench", "--workload", "w5", "--steps", "5"]);
+    assert!(!out.status.success() && stderr(&out).contains("--steps applies to W1 and W4 only"), "{}", stderr(&out));
+}
+
+#[test]
 fn w1_refuses_data_that_is_not_mnist() {
     let dir = temp_dir("bench_w1_toy");
     std::fs::create_dir(dir.join("toy")).unwrap();

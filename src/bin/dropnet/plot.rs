@@ -1,5 +1,7 @@
-//! Training curves (error per epoch) as an SVG file, rendered in memory and written atomically.
+//! Training curves (error per epoch) and reliability diagrams as SVG files, rendered in memory and
+//! written atomically.
 
+use dropnet::calibration::Calibration;
 use dropnet::error::{Error, Result};
 use dropnet::files::write_atomically;
 use dropnet::train::EpochReport;
@@ -50,6 +52,58 @@ fn render(history: &[EpochReport]) -> std::result::Result<String, String> {
         }
         chart
             .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// Draw the reliability diagram of each named calibration (accuracy against mean confidence per
+/// non-empty bin, and the diagonal of perfect calibration) and write it to `path`.
+pub fn write_reliability(path: &Path, series: &[(&str, &Calibration)]) -> Result<()> {
+    let svg = render_reliability(series)
+        .map_err(|e| Error::Config(format!("cannot draw the reliability diagram {}: {e}", path.display())))?;
+    write_atomically(path, svg.as_bytes())
+}
+
+fn render_reliability(series: &[(&str, &Calibration)]) -> std::result::Result<String, String> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let colors = [BLUE, RED];
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (600, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("reliability", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(|e| err(&e))?;
+        chart.configure_mesh().x_desc("confidence (top probability)").y_desc("accuracy").draw().map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], BLACK.mix(0.4)))
+            .map_err(|e| err(&e))?
+            .label("perfect calibration")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        for (&(name, calibration), color) in series.iter().zip(colors.iter().cycle()) {
+            let points: Vec<(f64, f64)> =
+                calibration.bins.iter().filter(|b| b.count > 0).map(|b| (b.confidence, b.accuracy)).collect();
+            let label = format!("{name} (ece {:.4})", calibration.ece);
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

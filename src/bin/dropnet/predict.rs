@@ -1,10 +1,13 @@
 //! `dropnet eval` and `dropnet predict`: a model on a data set, in evaluation mode or as the mean
-//! of Monte-Carlo dropout samples.
+//! of Monte-Carlo dropout samples; `eval` also scores the probabilities' calibration and, with a
+//! second data set, how well the MC uncertainty tells the two apart.
 
 use clap::Args;
+use dropnet::calibration::{auroc, calibration, Calibration};
 use dropnet::data::{self, Dataset, Source};
 use dropnet::error::{Error, Result};
 use dropnet::eval::{evaluate, predict, Prediction};
+use dropnet::files::{check_outputs, NamedPath};
 use dropnet::limits::MAX_MC_SAMPLES;
 use dropnet::model_file::{self, Saved};
 use std::io::Write;
@@ -42,6 +45,14 @@ pub struct ModelArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     run: ModelArgs,
+    /// Draw the reliability diagram (accuracy against confidence in 15 bins; with --mc, of the MC
+    /// mean too) to this SVG file
+    #[arg(long)]
+    reliability: Option<PathBuf>,
+    /// Out-of-distribution data (an IDX folder, its t10k set, or a CSV file): report the AUROC of
+    /// the MC predictive entropy and of the mutual information for telling it from --data (needs --mc)
+    #[arg(long)]
+    ood_data: Option<PathBuf>,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -69,15 +80,23 @@ fn check_mc(mc: Option<u32>) -> Result<()> {
     }
 }
 
-/// The model, the evaluation examples standardised as the model's training data was, and the
-/// checked number of Monte-Carlo samples.
-fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>)> {
+/// The model, the evaluation examples standardised as the model's training data was, the checked
+/// number of Monte-Carlo samples, and the files read (which no output may overwrite).
+fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<NamedPath>)> {
     check_mc(run.mc)?;
     let (model, args) = (&run.model, &run.data);
     let saved = model_file::load(model)?;
     let dir = data::discover(args.data.as_deref())?;
     let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref())?;
-    let mut set = data::load_eval(&source)?;
+    let set = examples_for(&saved, &dir, &source, model)?;
+    let mut inputs = vec![NamedPath::new("--model", model)];
+    inputs.extend(source.input_files().into_iter().map(|p| NamedPath::new("--data", p)));
+    Ok((saved, set, run.mc, inputs))
+}
+
+/// The evaluation examples of `source` (at `dir`), checked against and standardised for the model.
+fn examples_for(saved: &Saved, dir: &std::path::Path, source: &Source, model: &std::path::Path) -> Result<Dataset> {
+    let mut set = data::load_eval(source)?;
     if set.features() != saved.net.inputs() {
         return Err(Error::Config(format!(
             "{} has {} features, the model {} takes {}",
@@ -90,27 +109,89 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>)> {
     if let Some(s) = &saved.standardization {
         s.apply(&mut set)?;
     }
-    Ok((saved, set, run.mc))
+    Ok(set)
+}
+
+/// U4 (math.md) of the MC entropy and mutual information, `inside` the model's data against `outside`.
+fn ood_aurocs(inside: &[Prediction], outside: &[Prediction]) -> Result<(f64, f64)> {
+    let scores = |ps: &[Prediction], f: fn(&Prediction) -> f64| ps.iter().map(f).collect::<Vec<f64>>();
+    let entropy = auroc(&scores(inside, |p| p.entropy), &scores(outside, |p| p.entropy))?;
+    let mi = auroc(&scores(inside, |p| p.mutual_information), &scores(outside, |p| p.mutual_information))?;
+    Ok((entropy, mi))
+}
+
+fn calibration_of(predictions: &[Prediction], labels: &[usize]) -> Result<Calibration> {
+    calibration(predictions.iter().map(|p| p.mean.as_slice()), labels)
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
-    let (mut saved, set, mc) = model_and_data(&args.run)?;
-    let (error, loss) = evaluate(&mut saved.net, &set, saved.loss)?;
-    let mc_error = match mc {
-        Some(t) => Some(misclassified(&predict(&mut saved.net, &set.x, saved.loss, Some(t))?, &set.labels)),
+    if args.ood_data.is_some() && args.run.mc.is_none() {
+        return Err(Error::Config(
+            "--ood-data needs --mc T: its scores are the Monte-Carlo entropy and mutual information".into(),
+        ));
+    }
+    let (mut saved, set, mc, mut inputs) = model_and_data(&args.run)?;
+    let ood_source = match &args.ood_data {
+        Some(dir) => Some((dir, Source::from_path(dir, None, None)?)),
         None => None,
     };
+    if let Some((_, source)) = &ood_source {
+        inputs.extend(source.input_files().into_iter().map(|p| NamedPath::new("--ood-data", p)));
+    }
+    if let Some(path) = &args.reliability {
+        check_outputs(&[NamedPath::new("--reliability", path)], &inputs)?;
+    }
+    let (error, loss) = evaluate(&mut saved.net, &set, saved.loss)?;
+    let eval_calibration = calibration_of(&predict(&mut saved.net, &set.x, saved.loss, None)?, &set.labels)?;
+    let mc_predictions = match mc {
+        Some(t) => Some(predict(&mut saved.net, &set.x, saved.loss, Some(t))?),
+        None => None,
+    };
+    let mc_calibration = match &mc_predictions {
+        Some(p) => Some(calibration_of(p, &set.labels)?),
+        None => None,
+    };
+    let ood = match (&ood_source, &mc_predictions) {
+        (Some((dir, source)), Some(inside)) => {
+            let outside_set = examples_for(&saved, dir, source, &args.run.model)?;
+            let outside = predict(&mut saved.net, &outside_set.x, saved.loss, mc)?;
+            Some((ood_aurocs(inside, &outside)?, outside.len()))
+        }
+        _ => None,
+    };
+    if let Some(path) = &args.reliability {
+        let mut series = vec![("evaluation mode", &eval_calibration)];
+        series.extend(mc_calibration.as_ref().map(|c| ("Monte-Carlo mean", c)));
+        crate::plot::write_reliability(path, &series)?;
+    }
     if args.json {
-        let mut report = serde_json::json!({ "error": error, "loss": loss, "n": set.len() });
-        if let (Some(t), Some(e)) = (mc, mc_error) {
-            report["mc_error"] = serde_json::json!(e);
+        let mut report = serde_json::json!({
+            "error": error, "loss": loss, "n": set.len(),
+            "nll": eval_calibration.nll, "brier": eval_calibration.brier, "ece": eval_calibration.ece,
+        });
+        if let (Some(t), Some(p), Some(c)) = (mc, &mc_predictions, &mc_calibration) {
+            report["mc_error"] = serde_json::json!(misclassified(p, &set.labels));
             report["mc_samples"] = serde_json::json!(t);
+            report["mc_nll"] = serde_json::json!(c.nll);
+            report["mc_brier"] = serde_json::json!(c.brier);
+            report["mc_ece"] = serde_json::json!(c.ece);
+        }
+        if let Some(((entropy, mi), n)) = ood {
+            report["ood_auroc_entropy"] = serde_json::json!(entropy);
+            report["ood_auroc_mi"] = serde_json::json!(mi);
+            report["ood_n"] = serde_json::json!(n);
         }
         println!("{report}");
     } else {
         println!("error {:.2}%  loss {loss:.4}  on {} examples", 100.0 * error, set.len());
-        if let (Some(t), Some(e)) = (mc, mc_error) {
-            println!("Monte-Carlo dropout ({t} samples): error {:.2}%", 100.0 * e);
+        let c = &eval_calibration;
+        println!("calibration: nll {:.4}  brier {:.4}  ece {:.4}", c.nll, c.brier, c.ece);
+        if let (Some(t), Some(p), Some(c)) = (mc, &mc_predictions, &mc_calibration) {
+            println!("Monte-Carlo dropout ({t} samples): error {:.2}%", 100.0 * misclassified(p, &set.labels));
+            println!("Monte-Carlo calibration: nll {:.4}  brier {:.4}  ece {:.4}", c.nll, c.brier, c.ece);
+        }
+        if let Some(((entropy, mi), n)) = ood {
+            println!("out-of-distribution ({n} examples): AUROC entropy {entropy:.4}  mutual information {mi:.4}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -125,7 +206,7 @@ pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
     if args.limit == Some(0) {
         return Err(Error::Config("--limit 0 would predict nothing: give 1 or more".into()));
     }
-    let (mut saved, mut set, mc) = model_and_data(&args.run)?;
+    let (mut saved, mut set, mc, _) = model_and_data(&args.run)?;
     if let Some(n) = args.limit {
         set = set.subset(&(0..n.min(set.len())).collect::<Vec<_>>());
     }

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// w1, w2, w3, w4 or all
+    /// w1, w2, w3, w4, w5 or all
     #[arg(long, default_value = "all")]
     workload: String,
-    /// The MNIST folder for W1 and W4 [default: the copy in data/mnist; anything but MNIST is refused]
+    /// The MNIST folder for W1, W4 and W5 [default: the copy in data/mnist; anything but MNIST is refused]
     #[arg(long)]
     data: Option<PathBuf>,
     /// Time only the first N steps of W1's and W4's epoch (a check of the workload, not SPEC.md's
@@ -27,23 +27,26 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    let (w1, w2, w3, w4) = match args.workload.as_str() {
-        "w1" => (true, false, false, false),
-        "w2" => (false, true, false, false),
-        "w3" => (false, false, true, false),
-        "w4" => (false, false, false, true),
-        "all" => (true, true, true, true),
-        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3, w4 or all"))),
+    let (w1, w2, w3, w4, w5) = match args.workload.as_str() {
+        "w1" => (true, false, false, false, false),
+        "w2" => (false, true, false, false, false),
+        "w3" => (false, false, true, false, false),
+        "w4" => (false, false, false, true, false),
+        "w5" => (false, false, false, false, true),
+        "all" => (true, true, true, true, true),
+        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3, w4, w5 or all"))),
     };
-    if !w1 && !w4 {
-        for (flag, given) in [("--data", args.data.is_some()), ("--steps", args.steps.is_some())] {
-            if given {
-                return Err(Error::Config(format!(
-                    "{flag} applies to W1 and W4 only, and --workload {} runs neither",
-                    args.workload
-                )));
-            }
-        }
+    if args.data.is_some() && !(w1 || w4 || w5) {
+        return Err(Error::Config(format!(
+            "--data applies to W1, W4 and W5 only, and --workload {} runs none of them",
+            args.workload
+        )));
+    }
+    if args.steps.is_some() && !(w1 || w4) {
+        return Err(Error::Config(format!(
+            "--steps applies to W1 and W4 only, and --workload {} runs neither",
+            args.workload
+        )));
     }
     let threads = rayon::current_num_threads();
     if w1 {
@@ -70,6 +73,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 partial(r.steps), r.samples_per_s, r.gflops, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit
             );
             print_steps(&r.step_ms);
+        }
+    }
+    if w5 {
+        let dir = data::discover(args.data.as_deref())?;
+        let r = workloads::w5(&dir)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
+        } else {
+            println!(
+                "W5 ({threads} threads): {:.0} examples/s ({} examples x {} samples in {:.2} s); limit {:.0} examples/s, {:.2} of it",
+                r.examples_per_s, r.examples, r.mc_samples, r.wall_s, r.limit_examples_per_s, r.fraction_of_limit
+            );
         }
     }
     if w2 {

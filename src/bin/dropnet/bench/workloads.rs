@@ -10,12 +10,15 @@
 //! - **W3**: f32 GEMM throughput at 1024×1024×1024 and at each of W1's product shapes.
 //! - **W4**: one training epoch of SPEC's dropout CNN ([`W4_ARCH`]) as W1's protocol trains it,
 //!   with its GFLOP/s and a limit from the same run's 1024³ product rate.
+//! - **W5**: Monte-Carlo dropout prediction, T = 50 samples of W1's network (weights of a fixed
+//!   seed) for each of the 10,000 MNIST test images, through the library's `eval::predict` (what
+//!   `dropnet predict --mc 50` runs), timed after one warm-up batch; limit from the 1024³ rate.
 
 use dropnet::activation::Activation;
 use dropnet::data::{self, Dataset, Source};
 use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
 use dropnet::error::{Error, Result};
-use dropnet::eval::evaluate;
+use dropnet::eval::{eval_batch, evaluate, predict};
 use dropnet::loss::Loss;
 use dropnet::network::{Architecture, Network};
 use dropnet::optim::{OptimConfig, Optimizer};
@@ -213,6 +216,57 @@ pub fn w4(dir: &Path, steps: Option<usize>) -> Result<W4Result> {
         fraction_of_limit: e.samples_per_s / limit_samples_per_s,
         steps,
         step_ms: e.step_ms,
+    })
+}
+
+/// Monte-Carlo samples per example in W5.
+pub const W5_SAMPLES: u32 = 50;
+
+/// FLOP of one W5 example counting products only (SPEC.md): 50 · 2·(784·1024 + 1024·1024 + 1024·10).
+pub const W5_FLOP_PER_EXAMPLE: u64 = 186_163_200;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct W5Result {
+    pub workload: &'static str,
+    pub threads: usize,
+    pub data: String,
+    pub mc_samples: u32,
+    pub examples: usize,
+    /// Test examples ÷ the wall time of the whole pass.
+    pub examples_per_s: f64,
+    pub wall_s: f64,
+    /// This run's W3 1024³ GFLOP/s × 1e9 / FLOP per example.
+    pub limit_examples_per_s: f64,
+    pub fraction_of_limit: f64,
+}
+
+/// W5 on the MNIST folder `dir`: every test image's mean class probabilities over 50 dropout
+/// samples, each sample with its own masks on every dropped layer.
+pub fn w5(dir: &Path) -> Result<W5Result> {
+    let (_, test) = mnist(dir, "W5")?;
+    let arch =
+        Architecture::mlp(&W1_SIZES, Activation::Relu, Activation::Identity, &[0.8, 0.5, 0.5], Scaling::Inverted)?;
+    let mut net = Network::<f32>::new(&arch, W1_SEED)?;
+    let loss = Loss::SoftmaxCrossEntropy;
+    // Warm-up: the first batch of the pass, not timed.
+    let first = eval_batch(&net).min(test.len());
+    let warmup = Matrix::from_fn(first, test.features(), |i, k| test.x.get(i, k));
+    predict(&mut net, &warmup, loss, Some(W5_SAMPLES))?;
+    let started = Instant::now();
+    let predictions = predict(&mut net, &test.x, loss, Some(W5_SAMPLES))?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let examples_per_s = predictions.len() as f64 / wall_s;
+    let limit_examples_per_s = gemm_1024_gflops()? * 1e9 / W5_FLOP_PER_EXAMPLE as f64;
+    Ok(W5Result {
+        workload: "w5",
+        threads: rayon::current_num_threads(),
+        data: dir.display().to_string(),
+        mc_samples: W5_SAMPLES,
+        examples: predictions.len(),
+        examples_per_s,
+        wall_s,
+        limit_examples_per_s,
+        fraction_of_limit: examples_per_s / limit_examples_per_s,
     })
 }
 
