@@ -112,10 +112,12 @@ impl Activation {
                 softmax_row(z, a);
             }
         } else {
-            specialised!(self, G => {
-                for (y, &x) in a.iter_mut().zip(z) {
-                    *y = G.apply(x);
-                }
+            crate::cpu::vectorised(|| {
+                specialised!(self, G => {
+                    for (y, &x) in a.iter_mut().zip(z) {
+                        *y = G.apply(x);
+                    }
+                })
             })
         }
     }
@@ -218,10 +220,12 @@ impl Activation {
         let (z, a, da) =
             (z.as_slice().par_chunks(CHUNK), a.as_slice().par_chunks(CHUNK), da.as_slice().par_chunks(CHUNK));
         dz.as_mut_slice().par_chunks_mut(CHUNK).zip(z).zip(a).zip(da).for_each(|(((dz, z), a), da)| {
-            specialised!(self, G => {
-                for (((d, &zz), &aa), &g) in dz.iter_mut().zip(z).zip(a).zip(da) {
-                    *d = g * G.derivative(zz, aa);
-                }
+            crate::cpu::vectorised(|| {
+                specialised!(self, G => {
+                    for (((d, &zz), &aa), &g) in dz.iter_mut().zip(z).zip(a).zip(da) {
+                        *d = g * G.derivative(zz, aa);
+                    }
+                })
             })
         });
     }

@@ -132,6 +132,38 @@ pub fn avx2() -> bool {
     kernels() >= Kernels::Avx2 && detected_avx2()
 }
 
+/// Runs `f` compiled for the widest vectors the selected kernels allow: the compiler vectorises
+/// the elementwise loops inlined into it (pooling, activations) with AVX-512 or AVX2 instead of
+/// the baseline SSE2. Rust never fuses a multiply and an add on its own, so every variant gives
+/// the same bits.
+#[inline(always)]
+pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512() {
+            // SAFETY: the check is exactly the wrapper's target features.
+            return unsafe { with_avx512(f) };
+        }
+        if avx2() {
+            // SAFETY: as above.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,bmi2")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

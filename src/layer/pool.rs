@@ -91,22 +91,24 @@ impl<T: Scalar> Pool<T> {
                 self.argmax.resize(rows * out_units, 0);
                 let arg_rows = self.argmax.par_chunks_mut(out_units.max(1));
                 y_rows.zip(arg_rows).zip(x_rows).for_each(|((y, arg), x)| {
-                    let windows = y.chunks_exact_mut(c).zip(arg.chunks_exact_mut(c)).enumerate();
-                    for (o, (y, arg)) in windows {
-                        let (oy, ox) = (o / ow, o % ow);
-                        let first = (oy * s * w + ox * s) * c;
-                        y.copy_from_slice(&x[first..first + c]);
-                        arg.fill(0);
-                        for (tap, &offset) in tap_offset.iter().enumerate().skip(1) {
-                            let at = first + offset;
-                            // selects, not branches: the comparisons are data, not patterns
-                            for ((best, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
-                                let better = v > *best;
-                                *best = if better { v } else { *best };
-                                *a = if better { tap as u32 } else { *a };
+                    crate::cpu::vectorised(|| {
+                        let windows = y.chunks_exact_mut(c).zip(arg.chunks_exact_mut(c)).enumerate();
+                        for (o, (y, arg)) in windows {
+                            let (oy, ox) = (o / ow, o % ow);
+                            let first = (oy * s * w + ox * s) * c;
+                            y.copy_from_slice(&x[first..first + c]);
+                            arg.fill(0);
+                            for (tap, &offset) in tap_offset.iter().enumerate().skip(1) {
+                                let at = first + offset;
+                                // selects, not branches: the comparisons are data, not patterns
+                                for ((best, a), &v) in y.iter_mut().zip(arg.iter_mut()).zip(&x[at..at + c]) {
+                                    let better = v > *best;
+                                    *best = if better { v } else { *best };
+                                    *a = if better { tap as u32 } else { *a };
+                                }
                             }
                         }
-                    }
+                    })
                 });
             }
             PoolKind::Avg => {
