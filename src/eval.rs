@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::loss::{Loss, Targets};
 use crate::network::{Mode, Network};
 use crate::tensor::Matrix;
+use rayon::prelude::*;
 
 /// Examples per forward pass when evaluating, at most.
 pub const EVAL_BATCH: usize = 1000;
@@ -119,7 +120,6 @@ pub fn predict(net: &mut Network<f32>, x: &Matrix<f32>, loss: Loss, mc: Option<u
     let mut sum_sq = vec![0.0f64; n * classes];
     let mut sum_entropy = vec![0.0f64; n];
     let mut batch = Matrix::zeros(0, 0);
-    let mut probs = vec![0.0f32; classes];
     let per_pass = eval_batch(net);
     for start in (0..n).step_by(per_pass) {
         let end = (start + per_pass).min(n);
@@ -130,19 +130,25 @@ pub fn predict(net: &mut Network<f32>, x: &Matrix<f32>, loss: Loss, mc: Option<u
         for t in 0..samples {
             let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
             let out = net.forward(&batch, mode)?;
-            for r in 0..out.rows() {
-                probabilities(loss, out.row(r), &mut probs);
-                let i = start + r;
-                let mut h = 0.0;
-                for (c, &p) in probs.iter().enumerate() {
-                    sum[i * classes + c] += p as f64;
-                    sum_sq[i * classes + c] += (p as f64) * (p as f64);
-                    if p > 0.0 {
-                        h -= p as f64 * (p as f64).ln();
+            // each example's sums in its own slots, examples in parallel
+            let sums = sum[start * classes..end * classes].par_chunks_mut(classes);
+            let squares = sum_sq[start * classes..end * classes].par_chunks_mut(classes);
+            let entropies = sum_entropy[start..end].par_iter_mut();
+            sums.zip(squares).zip(entropies).enumerate().with_min_len(64).for_each_init(
+                || vec![0.0f32; classes],
+                |probs, (r, ((sum, sum_sq), sum_entropy))| {
+                    probabilities(loss, out.row(r), probs);
+                    let mut h = 0.0;
+                    for ((s, sq), &p) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(probs.iter()) {
+                        *s += p as f64;
+                        *sq += (p as f64) * (p as f64);
+                        if p > 0.0 {
+                            h -= p as f64 * (p as f64).ln();
+                        }
                     }
-                }
-                sum_entropy[i] += h;
-            }
+                    *sum_entropy += h;
+                },
+            );
         }
     }
     let t = samples as f64;
