@@ -84,6 +84,17 @@ fn w4_layers(c: &mut Criterion) {
     c.bench_function("conv backward (dW, db) 128x14x14x32 -> 64, 5x5", |b| {
         b.iter(|| conv.backward(black_box(&da), None).unwrap())
     });
+    // the first convolution (1 → 32 channels, 5x5, padding 2, on the 28x28 images): the input
+    // has no gradient, so its backward is dW and db only
+    let image = Shape::Map { c: 1, h: 28, w: 28 };
+    let g1 = Geometry::new(image, 32, 5, 1, 2).unwrap();
+    let mut conv1 = Conv2d::new(filled(32, g1.patch()), vec![0.0; 32], Activation::Relu, None, g1).unwrap();
+    let x1 = filled(128, image.units());
+    conv1.forward(&x1, Mode::Train { step: 1 }, 1).unwrap();
+    let da1 = filled(128, g1.output().units());
+    c.bench_function("conv1 backward (dW, db) 128x28x28x1 -> 32, 5x5", |b| {
+        b.iter(|| conv1.backward(black_box(&da1), None).unwrap())
+    });
     let map = Shape::Map { c: 32, h: 28, w: 28 };
     let mut pool = Pool::<f32>::new(PoolKind::Max, 2, 2, map).unwrap();
     let x = filled(128, map.units());

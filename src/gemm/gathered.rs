@@ -288,6 +288,10 @@ pub unsafe fn depth_product<T: Gemm>(
 ) {
     assert!(cols.is_multiple_of(TILE_COLS), "depth_product needs whole panels of 32 columns");
     let (taps, depth) = (off.len(), base.len());
+    if taps <= FEW_TAPS {
+        // SAFETY: the caller's contract, passed on.
+        return unsafe { depth_split_product(ct, ldc, cols, src, base, off, b, ldb) };
+    }
     let src = SharedPtr(src.as_ptr());
     let b = SharedPtr(b.as_ptr());
     // two tasks per thread: few passes over B, and some balance on a busy machine
@@ -322,6 +326,69 @@ pub unsafe fn depth_product<T: Gemm>(
     });
 }
 
+/// At most this many taps, [`depth_product`] splits the depth instead of the taps: a first
+/// convolution (K·K taps of one channel) has too few rows of tiles to share between threads, and
+/// each task would read all of B.
+const FEW_TAPS: usize = 64;
+
+/// Positions per task of [`depth_split_product`]: fixed, so that the result does not depend on
+/// the number of threads.
+const SPLIT_POSITIONS: usize = 8192;
+
+/// [`depth_product`] for few taps: tasks of [`SPLIT_POSITIONS`] positions each sum every tile over
+/// their positions (one pass over their rows of B), then the tasks' sums are added in order.
+///
+/// # Safety
+/// As [`depth_product`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn depth_split_product<T: Gemm>(
+    ct: &mut [T],
+    ldc: usize,
+    cols: usize,
+    src: &[T],
+    base: &[isize],
+    off: &[isize],
+    b: &[T],
+    ldb: usize,
+) {
+    let taps = off.len();
+    let src = SharedPtr(src.as_ptr());
+    let b = SharedPtr(b.as_ptr());
+    let tile_rows = taps.div_ceil(TILE_ROWS);
+    let width = tile_rows * TILE_ROWS * cols;
+    let sums: Vec<Vec<T>> = base
+        .par_chunks(SPLIT_POSITIONS)
+        .enumerate()
+        .map(|(task, bases)| {
+            let first = task * SPLIT_POSITIONS;
+            // taps past the end repeat the last: computed into the sums, never stored
+            let tiles: Vec<[*const T; TILE_ROWS]> = (0..tile_rows)
+                .map(|tile| {
+                    std::array::from_fn(|i| src.get().wrapping_offset(off[(tile * TILE_ROWS + i).min(taps - 1)]))
+                })
+                .collect();
+            let mut acc = vec![T::ZERO; width];
+            for m0 in (0..bases.len()).step_by(DEPTH_BLOCK) {
+                let block = &bases[m0..bases.len().min(m0 + DEPTH_BLOCK)];
+                for (tile, rows) in tiles.iter().enumerate() {
+                    for q in 0..cols / TILE_COLS {
+                        let b_panel = b.get().wrapping_add((first + m0) * ldb + q * TILE_COLS);
+                        let target = acc[tile * TILE_ROWS * cols + q * TILE_COLS..].as_mut_ptr();
+                        // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
+                        unsafe { T::gathered_tile(rows, block, b_panel, ldb, target, cols, m0 > 0) };
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    for (t, out) in ct.chunks_mut(ldc).take(taps).enumerate() {
+        for (j, o) in out[..cols].iter_mut().enumerate() {
+            *o = sums.iter().fold(T::ZERO, |s, task| s + task[t * cols + j]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,18 +420,21 @@ mod tests {
                 }
             }
         }
-        // the weight gradient's form: taps × channels, summed over 600 positions in 3 blocks
-        let (depth, cols, taps) = (600, 64, 19);
-        let b: Vec<f32> = (0..depth * cols).map(|i| value(i * 3)).collect();
-        let base: Vec<isize> = (0..depth).map(|m| (m * 5 % 3000) as isize).collect();
-        let off: Vec<isize> = (0..taps).map(|t| (t * 7) as isize).collect();
-        let mut ct = vec![f32::NAN; taps * cols];
-        // SAFETY: as above.
-        unsafe { depth_product(&mut ct, cols, cols, &src, &base, &off, &b, cols) };
-        for t in 0..taps {
-            for j in 0..cols {
-                let want: f32 = (0..depth).map(|m| src[(base[m] + off[t]) as usize] * b[m * cols + j]).sum();
-                assert_eq!(ct[t * cols + j], want, "({t}, {j})");
+        // the weight gradient's form, taps × channels: few taps (the depth split between tasks, in
+        // one task or in three) and many (the taps split)
+        for (depth, taps) in [(600, 19), (2 * SPLIT_POSITIONS + 300, 25), (1500, FEW_TAPS + 6)] {
+            let cols = 64;
+            let b: Vec<f32> = (0..depth * cols).map(|i| value(i * 3)).collect();
+            let base: Vec<isize> = (0..depth).map(|m| (m * 5 % 3000) as isize).collect();
+            let off: Vec<isize> = (0..taps).map(|t| (t * 7 % 900) as isize).collect();
+            let mut ct = vec![f32::NAN; taps * cols];
+            // SAFETY: base < 3000 and off < 900 stay inside src (4000 values); b and ct as sized.
+            unsafe { depth_product(&mut ct, cols, cols, &src, &base, &off, &b, cols) };
+            for t in 0..taps {
+                for j in 0..cols {
+                    let want: f32 = (0..depth).map(|m| src[(base[m] + off[t]) as usize] * b[m * cols + j]).sum();
+                    assert_eq!(ct[t * cols + j], want, "depth {depth}, ({t}, {j})");
+                }
             }
         }
     }
