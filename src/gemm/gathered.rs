@@ -195,6 +195,42 @@ impl<T> Default for PackedB<T> {
     }
 }
 
+/// The row pointers of the tiles over `count` rows: row i of tile k reads from
+/// `src + start(8k + i)`; rows past `count` repeat the last (computed, never stored).
+fn fill_tiles<T>(tiles: &mut [[*const T; TILE_ROWS]], src: *const T, count: usize, start: impl Fn(usize) -> isize) {
+    for (k, tile) in tiles.iter_mut().enumerate() {
+        *tile = std::array::from_fn(|i| src.wrapping_offset(start((k * TILE_ROWS + i).min(count - 1))));
+    }
+}
+
+/// `acc[tile, j] (+)= Σ_m src[bases[m] + off[t]] · b[m·ldb + j]` for every tile of taps in
+/// `tiles`, the positions in blocks of [`DEPTH_BLOCK`] (the block's rows of B and of the source
+/// stay in L2 while every tile passes over them); `acc` holds whole tiles of `cols` values and is
+/// overwritten.
+///
+/// # Safety
+/// Every tile row plus every base is readable; `b` holds `bases.len()` rows of `ldb ≥ cols` values.
+unsafe fn sum_over_positions<T: Gemm>(
+    tiles: &[[*const T; TILE_ROWS]],
+    bases: &[isize],
+    b: *const T,
+    ldb: usize,
+    cols: usize,
+    acc: &mut [T],
+) {
+    for m0 in (0..bases.len()).step_by(DEPTH_BLOCK) {
+        let block = &bases[m0..bases.len().min(m0 + DEPTH_BLOCK)];
+        for (tile, rows) in tiles.iter().enumerate() {
+            for q in 0..cols / TILE_COLS {
+                let b_panel = b.wrapping_add(m0 * ldb + q * TILE_COLS);
+                let target = acc[tile * TILE_ROWS * cols + q * TILE_COLS..].as_mut_ptr();
+                // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
+                unsafe { T::gathered_tile(rows, block, b_panel, ldb, target, cols, m0 > 0) };
+            }
+        }
+    }
+}
+
 /// Rows per parallel task of [`rows_product`].
 const TASK_ROWS: usize = 64;
 
@@ -229,14 +265,9 @@ pub unsafe fn rows_product<T: Gemm>(
     c[..m_rows * ldc].par_chunks_mut(TASK_ROWS * ldc).enumerate().for_each(|(task, block)| {
         let first = task * TASK_ROWS;
         let rows_here = block.len() / ldc;
-        // rows past the end repeat the last: computed into the accumulator, never stored
-        let tiles: Vec<[*const T; TILE_ROWS]> = (0..rows_here.div_ceil(TILE_ROWS))
-            .map(|tile| {
-                std::array::from_fn(|i| {
-                    src.get().wrapping_offset(row(first + (tile * TILE_ROWS + i).min(rows_here - 1)))
-                })
-            })
-            .collect();
+        let mut all_tiles = [[std::ptr::null(); TILE_ROWS]; TASK_ROWS / TILE_ROWS];
+        let tiles = &mut all_tiles[..rows_here.div_ceil(TILE_ROWS)];
+        fill_tiles(tiles, src.get(), rows_here, |r| row(first + r));
         // whole tiles of whole panels are summed in place; otherwise into an accumulator of
         // whole tiles and panels, then copied
         let in_place = ldc == wide && rows_here.is_multiple_of(TILE_ROWS);
@@ -262,8 +293,7 @@ pub unsafe fn rows_product<T: Gemm>(
     });
 }
 
-/// Positions per block of the depth in [`depth_product`]: the block's rows of B and of the source
-/// stay in L2 while every tile of a task passes over them.
+/// Positions per block of the depth in [`sum_over_positions`].
 const DEPTH_BLOCK: usize = 512;
 
 /// `ct[t·ldc + j] = Σ_m src[base[m] + off[t]] · b[m·ldb + j]` for t < `off.len()`, j < `cols`, m <
@@ -287,7 +317,7 @@ pub unsafe fn depth_product<T: Gemm>(
     ldb: usize,
 ) {
     assert!(cols.is_multiple_of(TILE_COLS), "depth_product needs whole panels of 32 columns");
-    let (taps, depth) = (off.len(), base.len());
+    let taps = off.len();
     if taps <= FEW_TAPS {
         // SAFETY: the caller's contract, passed on.
         return unsafe { depth_split_product(ct, ldc, cols, src, base, off, b, ldb) };
@@ -300,26 +330,11 @@ pub unsafe fn depth_product<T: Gemm>(
     ct[..taps * ldc].par_chunks_mut(per_task * TILE_ROWS * ldc).enumerate().for_each(|(task, block)| {
         let t_first = task * per_task * TILE_ROWS;
         let taps_here = block.len().div_ceil(ldc);
-        // taps past the end repeat the last: computed into the accumulator, never stored
-        let tiles: Vec<[*const T; TILE_ROWS]> = (0..taps_here.div_ceil(TILE_ROWS))
-            .map(|tile| {
-                std::array::from_fn(|i| {
-                    src.get().wrapping_offset(off[t_first + (tile * TILE_ROWS + i).min(taps_here - 1)])
-                })
-            })
-            .collect();
+        let mut tiles = vec![[std::ptr::null(); TILE_ROWS]; taps_here.div_ceil(TILE_ROWS)];
+        fill_tiles(&mut tiles, src.get(), taps_here, |t| off[t_first + t]);
         let mut acc = vec![T::ZERO; tiles.len() * TILE_ROWS * cols];
-        for m0 in (0..depth).step_by(DEPTH_BLOCK) {
-            let bases = &base[m0..depth.min(m0 + DEPTH_BLOCK)];
-            for (tile, rows) in tiles.iter().enumerate() {
-                for q in 0..cols / TILE_COLS {
-                    let b_panel = b.get().wrapping_add(m0 * ldb + q * TILE_COLS);
-                    let target = acc[tile * TILE_ROWS * cols + q * TILE_COLS..].as_mut_ptr();
-                    // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
-                    unsafe { T::gathered_tile(rows, bases, b_panel, ldb, target, cols, m0 > 0) };
-                }
-            }
-        }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { sum_over_positions(&tiles, base, b.get(), ldb, cols, &mut acc) };
         for (out, sums) in block.chunks_mut(ldc).zip(acc.chunks_exact(cols)) {
             out[..cols].copy_from_slice(&sums[..cols]);
         }
@@ -354,31 +369,18 @@ unsafe fn depth_split_product<T: Gemm>(
     let taps = off.len();
     let src = SharedPtr(src.as_ptr());
     let b = SharedPtr(b.as_ptr());
-    let tile_rows = taps.div_ceil(TILE_ROWS);
-    let width = tile_rows * TILE_ROWS * cols;
+    let tile_count = taps.div_ceil(TILE_ROWS);
     let sums: Vec<Vec<T>> = base
         .par_chunks(SPLIT_POSITIONS)
         .enumerate()
         .map(|(task, bases)| {
-            let first = task * SPLIT_POSITIONS;
-            // taps past the end repeat the last: computed into the sums, never stored
-            let tiles: Vec<[*const T; TILE_ROWS]> = (0..tile_rows)
-                .map(|tile| {
-                    std::array::from_fn(|i| src.get().wrapping_offset(off[(tile * TILE_ROWS + i).min(taps - 1)]))
-                })
-                .collect();
-            let mut acc = vec![T::ZERO; width];
-            for m0 in (0..bases.len()).step_by(DEPTH_BLOCK) {
-                let block = &bases[m0..bases.len().min(m0 + DEPTH_BLOCK)];
-                for (tile, rows) in tiles.iter().enumerate() {
-                    for q in 0..cols / TILE_COLS {
-                        let b_panel = b.get().wrapping_add((first + m0) * ldb + q * TILE_COLS);
-                        let target = acc[tile * TILE_ROWS * cols + q * TILE_COLS..].as_mut_ptr();
-                        // SAFETY: the caller's contract for the reads; the tile lies inside `acc`.
-                        unsafe { T::gathered_tile(rows, block, b_panel, ldb, target, cols, m0 > 0) };
-                    }
-                }
-            }
+            let mut all_tiles = [[std::ptr::null(); TILE_ROWS]; FEW_TAPS / TILE_ROWS];
+            let tiles = &mut all_tiles[..tile_count];
+            fill_tiles(tiles, src.get(), taps, |t| off[t]);
+            let mut acc = vec![T::ZERO; tile_count * TILE_ROWS * cols];
+            let b_here = b.get().wrapping_add(task * SPLIT_POSITIONS * ldb);
+            // SAFETY: the caller's contract, for this task's positions.
+            unsafe { sum_over_positions(tiles, bases, b_here, ldb, cols, &mut acc) };
             acc
         })
         .collect();

@@ -128,6 +128,8 @@ pub struct Conv2d<T: Scalar> {
     dz_wide: Vec<T>,
     /// The weight gradient as [tap, channel] (the depth product's layout).
     grad_t: Vec<T>,
+    /// The bias gradient's sum of each block of rows of dz.
+    bias_partials: Vec<T>,
 }
 
 impl<T: Scalar> Conv2d<T> {
@@ -169,6 +171,7 @@ impl<T: Scalar> Conv2d<T> {
             taps_flipped: taps(&g, g.w + g.kernel - 1, g.cout),
             dz_wide: Vec::new(),
             grad_t: Vec::new(),
+            bias_partials: Vec::new(),
         })
     }
 
@@ -279,18 +282,17 @@ impl<T: Scalar> Conv2d<T> {
     fn bias_gradient(&mut self) {
         const BLOCK_ROWS: usize = 512;
         let (dz, cout) = (self.dz.as_slice(), self.geometry.cout);
-        let partial = |rows: &[T]| {
-            let mut sum = vec![T::ZERO; cout];
+        self.bias_partials.resize(dz.len().div_ceil(BLOCK_ROWS * cout) * cout, T::ZERO);
+        self.bias_partials.par_chunks_mut(cout).zip(dz.par_chunks(BLOCK_ROWS * cout)).for_each(|(sum, rows)| {
+            sum.fill(T::ZERO);
             for row in rows.chunks_exact(cout) {
                 for (s, &d) in sum.iter_mut().zip(row) {
                     *s += d;
                 }
             }
-            sum
-        };
-        let sums: Vec<Vec<T>> = dz.par_chunks(BLOCK_ROWS * cout).map(partial).collect();
+        });
         self.bias_grad.fill(T::ZERO);
-        for sum in &sums {
+        for sum in self.bias_partials.chunks_exact(cout) {
             for (g, &s) in self.bias_grad.iter_mut().zip(sum) {
                 *g += s;
             }

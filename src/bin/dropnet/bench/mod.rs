@@ -6,6 +6,7 @@ mod workloads;
 use clap::Args;
 use dropnet::data;
 use dropnet::error::{Error, Result};
+use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,15 +28,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    let (w1, w2, w3, w4, w5) = match args.workload.as_str() {
-        "w1" => (true, false, false, false, false),
-        "w2" => (false, true, false, false, false),
-        "w3" => (false, false, true, false, false),
-        "w4" => (false, false, false, true, false),
-        "w5" => (false, false, false, false, true),
-        "all" => (true, true, true, true, true),
-        other => return Err(Error::Config(format!("--workload '{other}': expected w1, w2, w3, w4, w5 or all"))),
-    };
+    let known = ["w1", "w2", "w3", "w4", "w5"];
+    if args.workload != "all" && !known.contains(&args.workload.as_str()) {
+        return Err(Error::Config(format!("--workload '{}': expected w1, w2, w3, w4, w5 or all", args.workload)));
+    }
+    let runs = |w: &str| args.workload == "all" || args.workload == w;
+    let (w1, w2, w3, w4, w5) = (runs("w1"), runs("w2"), runs("w3"), runs("w4"), runs("w5"));
     if args.data.is_some() && !(w1 || w4 || w5) {
         return Err(Error::Config(format!(
             "--data applies to W1, W4 and W5 only, and --workload {} runs none of them",
@@ -52,63 +50,62 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if w1 {
         let dir = data::discover(args.data.as_deref())?;
         let r = workloads::w1(&dir, args.steps)?;
-        if args.json {
-            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
-        } else {
+        report(args.json, &r, |r| {
             println!(
                 "W1 ({threads} threads){}: {:.0} samples/s ({:.2} s), test error {:.4}; GEMM limit {:.0} samples/s, {:.2} of it; masks {} bytes/step",
                 partial(r.steps), r.samples_per_s, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit, r.mask_bytes_per_step
             );
             print_steps(&r.step_ms);
-        }
+        });
     }
     if w4 {
         let dir = data::discover(args.data.as_deref())?;
         let r = workloads::w4(&dir, args.steps)?;
-        if args.json {
-            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
-        } else {
+        report(args.json, &r, |r| {
             println!(
                 "W4 ({threads} threads){}: {:.0} samples/s, {:.1} GFLOP/s ({:.2} s), test error {:.4}; limit {:.0} samples/s, {:.2} of it",
                 partial(r.steps), r.samples_per_s, r.gflops, r.epoch_s, r.test_error, r.limit_samples_per_s, r.fraction_of_limit
             );
             print_steps(&r.step_ms);
-        }
+        });
     }
     if w5 {
         let dir = data::discover(args.data.as_deref())?;
         let r = workloads::w5(&dir)?;
-        if args.json {
-            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
-        } else {
+        report(args.json, &r, |r| {
             println!(
                 "W5 ({threads} threads): {:.0} examples/s ({} examples x {} samples in {:.2} s); limit {:.0} examples/s, {:.2} of it",
                 r.examples_per_s, r.examples, r.mc_samples, r.wall_s, r.limit_examples_per_s, r.fraction_of_limit
             );
-        }
+        });
     }
     if w2 {
         let r = workloads::w2()?;
-        if args.json {
-            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
-        } else {
+        report(args.json, &r, |r| {
             println!(
                 "W2 ({threads} threads): forward {:.2} GB/s, backward {:.2} GB/s, copy {:.2} GB/s",
                 r.fwd_gbps, r.bwd_gbps, r.copy_gbps
             );
-        }
+        });
     }
     if w3 {
         let r = workloads::w3()?;
-        if args.json {
-            println!("{}", serde_json::to_string(&r).expect("plain data serialises"));
-        } else {
+        report(args.json, &r, |r| {
             for (shape, g) in &r.gflops {
                 println!("W3 ({threads} threads): {shape:>16}  {g:.1} GFLOP/s");
             }
-        }
+        });
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One workload's result: its JSON line, or the text `describe` prints.
+fn report<R: Serialize>(json: bool, r: &R, describe: impl FnOnce(&R)) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("plain data serialises"));
+    } else {
+        describe(r);
+    }
 }
 
 /// " [partial: N steps]" after a workload's name when only N steps were timed.

@@ -250,8 +250,8 @@ pub fn w5(dir: &Path) -> Result<W5Result> {
     let loss = Loss::SoftmaxCrossEntropy;
     // Warm-up: the first batch of the pass, not timed.
     let first = eval_batch(&net).min(test.len());
-    let warmup = Matrix::from_fn(first, test.features(), |i, k| test.x.get(i, k));
-    predict(&mut net, &warmup, loss, Some(W5_SAMPLES))?;
+    let warmup = test.subset(&(0..first).collect::<Vec<_>>());
+    predict(&mut net, &warmup.x, loss, Some(W5_SAMPLES))?;
     let started = Instant::now();
     let predictions = predict(&mut net, &test.x, loss, Some(W5_SAMPLES))?;
     let wall_s = started.elapsed().as_secs_f64();
