@@ -3,7 +3,7 @@
 //! information).
 
 use crate::activation::{sigmoid, softmax_row};
-use crate::data::Dataset;
+use crate::data::{Batch, Dataset};
 use crate::error::Result;
 use crate::loss::{Loss, Targets};
 use crate::network::{Mode, Network};
@@ -68,14 +68,15 @@ pub fn loss_on_labels(
 /// Error (fraction misclassified) and mean loss of `net` on `data` in evaluation mode.
 pub fn evaluate(net: &mut Network<f32>, data: &Dataset, loss: Loss) -> Result<(f64, f64)> {
     let (mut wrong, mut total_loss) = (0usize, 0.0);
-    let (mut x, mut labels, mut hot, mut grad) =
-        (Matrix::zeros(0, 0), Vec::new(), Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+    let (mut batch, mut hot, mut grad) = (Batch::default(), Matrix::zeros(0, 0), Matrix::zeros(0, 0));
+    data.labels()?;
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(eval_batch(net)) {
-        data.gather(chunk, &mut x, &mut labels);
-        let out = net.forward(&x, Mode::Eval)?;
+        data.gather(chunk, &mut batch);
+        let out = net.forward(&batch.x, Mode::Eval)?;
+        let labels = &batch.labels;
         wrong += (0..out.rows()).filter(|&i| argmax(out.row(i)) != labels[i]).count();
-        total_loss += loss_on_labels(loss, net.output(), &labels, &mut hot, &mut grad)? * chunk.len() as f64;
+        total_loss += loss_on_labels(loss, net.output(), labels, &mut hot, &mut grad)? * chunk.len() as f64;
     }
     Ok((wrong as f64 / data.len() as f64, total_loss / data.len() as f64))
 }
@@ -86,7 +87,7 @@ fn probabilities(loss: Loss, output: &[f32], probs: &mut [f32]) {
     match loss {
         Loss::SoftmaxCrossEntropy => softmax_row(output, probs),
         Loss::BinaryCrossEntropyWithLogits => probs.iter_mut().zip(output).for_each(|(p, &z)| *p = sigmoid(z)),
-        Loss::MeanSquaredError => {
+        Loss::MeanSquaredError | Loss::GaussianNll => {
             let sum: f32 = output.iter().map(|v| v.max(0.0)).sum();
             for (p, &v) in probs.iter_mut().zip(output) {
                 *p = if sum > 0.0 { v.max(0.0) / sum } else { 1.0 / output.len() as f32 };

@@ -100,6 +100,12 @@ pub fn cases() -> Vec<Case> {
     let mut c = Case::new("bce-logits-inverted-perunit-batch3", Relu, Inverted, PerUnit, 3);
     (c.sizes, c.loss) = (vec![5, 7, 6, 4], Loss::BinaryCrossEntropyWithLogits);
     cases.push(c);
+    let mut c = Case::new("gaussian-nll-regression-inverted-perunit-batch3", Relu, Inverted, PerUnit, 3);
+    (c.sizes, c.loss) = (vec![5, 7, 6, 4], Loss::GaussianNll);
+    cases.push(c);
+    let mut c = Case::new("mse-regression-identity-output-standard-perunit-batch3", Tanh, Standard, PerUnit, 3);
+    (c.sizes, c.loss) = (vec![5, 7, 6, 2], Loss::MeanSquaredError);
+    cases.push(c);
     let mut c = Case::new("single-layer-inverted-perunit-batch4", Identity, Inverted, PerUnit, 4);
     c.sizes = vec![6, 4];
     cases.push(c);
@@ -212,7 +218,9 @@ impl Problem {
         let (m, n_in, n_out) = (case.batch, net.inputs(), net.outputs());
         let x = Matrix::from_fn(m, n_in, |_, _| rng.normal());
         let labels = (0..m).map(|_| rng.below(n_out as u32) as usize).collect();
-        let values = Matrix::from_fn(m, n_out, |_, _| rng.uniform());
+        // the Gaussian NLL's output holds a mean and a log-variance per target
+        let targets = n_out / case.loss.outputs_per_target();
+        let values = Matrix::from_fn(m, targets, |_, _| rng.uniform());
         let mode = if case.eval { Mode::Eval } else { Mode::Train { step: STEP } };
         let mut problem = Problem { net, x, labels, values, loss: case.loss, mode };
         problem.objective()?;

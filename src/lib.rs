@@ -16,12 +16,14 @@ pub mod loss;
 pub mod model_file;
 pub mod network;
 pub mod optim;
+pub mod regression;
 pub mod rng;
 pub mod scalar;
 mod shared_ptr;
 pub mod stack;
 pub mod tensor;
 pub mod train;
+pub mod uci;
 
 pub use activation::Activation;
 pub use dropout::{BitMask, Keep, Scaling};

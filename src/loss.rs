@@ -5,8 +5,11 @@
 //! - Mean squared error: `J = 1/(m·n) Σ_i,j (a[i,j] − y[i,j])²`, gradient `2 (a − y) / (m·n)`.
 //! - Binary cross-entropy with logits: `J = 1/(m·n) Σ_i,j [max(z,0) − z·y + ln(1 + e^−|z|)]`, gradient
 //!   `(σ(z) − y) / (m·n)`.
+//! - Gaussian negative log-likelihood (heteroscedastic regression, Kendall & Gal 2017): the output
+//!   row holds D means μ then D log-variances s; `J = 1/(m·D) Σ_i,d [½ e^−s (y − μ)² + ½ s + ½ ln 2π]`,
+//!   gradient `∂J/∂μ = −e^−s (y − μ) / (m·D)`, `∂J/∂s = ½ (1 − e^−s (y − μ)²) / (m·D)` (math.md R2).
 //!
-//! MSE and BCE average over all m·n elements and cross-entropy over the m examples, as PyTorch's
+//! MSE, BCE and the Gaussian NLL average over all m·n (m·D) elements and cross-entropy over the m examples, as PyTorch's
 //! defaults do. Every form is computed without overflow (log-sum-exp shifted by the row maximum).
 
 use crate::activation::{sigmoid, softmax_row, Activation};
@@ -27,6 +30,10 @@ pub enum Loss {
     /// Sigmoid + binary cross-entropy on logits, per output unit (identity output activation).
     #[serde(rename = "bce-with-logits")]
     BinaryCrossEntropyWithLogits,
+    /// Gaussian negative log-likelihood of continuous targets: the output holds a mean and a
+    /// log-variance per target (identity output activation).
+    #[serde(rename = "gaussian-nll")]
+    GaussianNll,
 }
 
 /// What a batch's outputs are compared with.
@@ -39,14 +46,30 @@ pub enum Targets<'a, T: Scalar> {
 }
 
 impl Loss {
-    pub const ALL: [Loss; 3] = [Loss::SoftmaxCrossEntropy, Loss::MeanSquaredError, Loss::BinaryCrossEntropyWithLogits];
+    pub const ALL: [Loss; 4] =
+        [Loss::SoftmaxCrossEntropy, Loss::MeanSquaredError, Loss::BinaryCrossEntropyWithLogits, Loss::GaussianNll];
 
     pub fn name(self) -> &'static str {
         match self {
             Loss::SoftmaxCrossEntropy => "softmax-cross-entropy",
             Loss::MeanSquaredError => "mse",
             Loss::BinaryCrossEntropyWithLogits => "bce-with-logits",
+            Loss::GaussianNll => "gaussian-nll",
         }
+    }
+
+    /// Output units per regression target: 2 (mean, log-variance) for the Gaussian NLL, else 1.
+    pub fn outputs_per_target(self) -> usize {
+        if self == Loss::GaussianNll {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Whether the loss can train on class labels (the Gaussian NLL needs continuous targets).
+    pub fn takes_labels(self) -> bool {
+        self != Loss::GaussianNll
     }
 
     /// The losses on logits fuse their own sigmoid or softmax: the network must output raw z.
@@ -74,6 +97,19 @@ impl Loss {
                     return Err(shape("loss", format!("targets are {}x{}, output is {m}x{n}", y.rows(), y.cols())));
                 }
                 Ok(if self == Loss::MeanSquaredError { mse(output, y, grad) } else { bce_with_logits(output, y, grad) })
+            }
+            (Loss::GaussianNll, Targets::Values(y)) => {
+                if y.rows() != m || 2 * y.cols() != n {
+                    return Err(shape(
+                        "loss",
+                        format!(
+                            "gaussian-nll needs 2 outputs per target (mean, log-variance): targets are {}x{}, output is {m}x{n}",
+                            y.rows(),
+                            y.cols()
+                        ),
+                    ));
+                }
+                Ok(gaussian_nll(output, y, grad))
             }
             (loss, Targets::Labels(_)) => {
                 Err(Error::Config(format!("loss {} needs target values, not labels", loss.name())))
@@ -138,6 +174,32 @@ fn bce_with_logits<T: Scalar>(z: &Matrix<T>, y: &Matrix<T>, grad: &mut Matrix<T>
     total / count
 }
 
+/// R2 (math.md): the mean over m·D elements of −log N(y; μ, e^s), μ and s the output row's halves.
+fn gaussian_nll<T: Scalar>(out: &Matrix<T>, y: &Matrix<T>, grad: &mut Matrix<T>) -> f64 {
+    let d = y.cols();
+    let count = (out.rows() * d) as f64;
+    let scale = T::from_f64(1.0 / count);
+    let half = T::from_f64(0.5);
+    let half_ln_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+    let mut total = 0.0;
+    for i in 0..out.rows() {
+        let (row, targets) = (out.row(i), y.row(i));
+        let g = grad.row_mut(i);
+        for k in 0..d {
+            let (mu, s) = (row[k], row[d + k]);
+            let diff = targets[k] - mu;
+            let precision = (-s).exp();
+            let weighted = precision * diff * diff;
+            total += (half * (weighted + s)).to_f64() + half_ln_2pi;
+            // ∂J/∂μ = −e^−s (y − μ) / (m·D)
+            g[k] = -(precision * diff) * scale;
+            // ∂J/∂s = ½ (1 − e^−s (y − μ)²) / (m·D)
+            g[d + k] = half * (T::ONE - weighted) * scale;
+        }
+    }
+    total / count
+}
+
 impl fmt::Display for Loss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -148,7 +210,9 @@ impl FromStr for Loss {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Loss::ALL.into_iter().find(|l| l.name() == s).ok_or_else(|| {
-            Error::Config(format!("unknown loss '{s}' (expected softmax-cross-entropy, mse or bce-with-logits)"))
+            Error::Config(format!(
+                "unknown loss '{s}' (expected softmax-cross-entropy, mse, bce-with-logits or gaussian-nll)"
+            ))
         })
     }
 }
@@ -184,6 +248,25 @@ mod tests {
         let j = Loss::BinaryCrossEntropyWithLogits.compute(&z, Targets::Values(&y), &mut g).unwrap();
         let third = -(1.0 / (1.0 + (-0.3f64).exp())).ln();
         assert!((j - (800.0 + 800.0 + third) / 3.0).abs() < 1e-9, "{j}");
+    }
+
+    #[test]
+    fn gaussian_nll_is_the_normal_density_and_needs_two_outputs_per_target() {
+        // y = 1, μ = 0.5, s = ln 0.25: −log N(1; 0.5, 0.25) = ½ ln(2π·0.25) + 0.25/(2·0.25)
+        let out = Matrix::<f64>::from_vec(1, 2, vec![0.5, 0.25f64.ln()]).unwrap();
+        let y = Matrix::from_vec(1, 1, vec![1.0]).unwrap();
+        let mut g = Matrix::zeros(0, 0);
+        let j = Loss::GaussianNll.compute(&out, Targets::Values(&y), &mut g).unwrap();
+        let expected = 0.5 * (2.0 * std::f64::consts::PI * 0.25).ln() + 0.25 / (2.0 * 0.25);
+        assert!((j - expected).abs() < 1e-12, "{j} {expected}");
+        // ∂/∂μ = −(y − μ)/σ² = −2, ∂/∂s = ½ (1 − (y − μ)²/σ²) = 0
+        assert!((g.get(0, 0) + 2.0).abs() < 1e-12 && g.get(0, 1).abs() < 1e-12);
+        let wrong = Matrix::<f64>::zeros(1, 3);
+        assert!(Loss::GaussianNll
+            .compute(&wrong, Targets::Values(&y), &mut g)
+            .unwrap_err()
+            .to_string()
+            .contains("2 outputs per target"));
     }
 
     #[test]

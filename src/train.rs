@@ -7,13 +7,14 @@
 //! So a run resumed from its saved state, even one saved in the middle of an epoch, continues
 //! exactly as if it had not stopped.
 
-use crate::data::{epoch_order, Dataset, Source, Splits};
+use crate::data::{epoch_order, Batch, Dataset, Source, Splits, Targets};
 use crate::error::{Error, Result};
 use crate::eval::{argmax, evaluate, loss_on_labels};
 use crate::limits::{MAX_BATCH, MAX_TENSOR_ELEMENTS};
-use crate::loss::Loss;
+use crate::loss::{Loss, Targets as LossTargets};
 use crate::network::{Mode, Network};
 use crate::optim::{OptimConfig, Optimizer};
+use crate::regression::{self, Outputs};
 use crate::tensor::Matrix;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -25,14 +26,60 @@ pub struct EpochReport {
     pub epoch: usize,
     /// Mean training loss over the epoch's batches (with dropout, as trained).
     pub train_loss: f64,
-    /// Fraction of training examples misclassified during the epoch (with dropout, as trained).
-    pub train_error: f64,
+    /// Fraction of training examples misclassified during the epoch (with dropout, as trained;
+    /// classification only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_error: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_error: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_error: Option<f64>,
+    /// Regression: the evaluation-mode RMSE per target on the validation set, original units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_rmse: Option<PerTarget>,
+    /// Regression: the same on the test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rmse: Option<PerTarget>,
     pub lr: f64,
     pub momentum: f64,
     pub epoch_s: f64,
     pub samples_per_s: f64,
+}
+
+/// One value per regression target, written as a number when there is one target and as an
+/// array otherwise (the form `eval --json` uses too).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PerTarget(pub Vec<f64>);
+
+impl Serialize for PerTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_f64(*one),
+            all => all.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PerTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(f64),
+            Many(Vec<f64>),
+        }
+        Ok(PerTarget(match Form::deserialize(d)? {
+            Form::One(v) => vec![v],
+            Form::Many(v) => v,
+        }))
+    }
+}
+
+impl PerTarget {
+    /// The JSON form: a number for one target, an array for several.
+    pub fn json(values: &[f64]) -> serde_json::Value {
+        serde_json::to_value(PerTarget(values.to_vec())).expect("plain numbers serialise")
+    }
 }
 
 /// The steps of an epoch that an interrupted run completed, and their running sums.
@@ -101,9 +148,17 @@ pub struct TrainState {
     pub val: usize,
     /// Whether features were standardised with the training set's moments.
     pub standardize: bool,
+    /// Whether regression targets were standardised with the training set's moments.
+    #[serde(default)]
+    pub standardize_targets: bool,
+    /// Regression: choose τ on the validation set when the run ends (`--tau auto`).
+    #[serde(default)]
+    pub choose_tau: bool,
     /// Stop after this many epochs without a better validation error.
     pub patience: Option<usize>,
     pub optimizer: OptimConfig,
+    /// The best validation score so far: the error, or for regression the RMSE averaged over the
+    /// targets, each divided by its training-set deviation when the targets were standardised.
     pub best_val_error: Option<f64>,
     pub epochs_since_best: usize,
     /// The epochs the run was asked for (a resumed run goes on to this total unless told otherwise).
@@ -129,6 +184,8 @@ impl TrainState {
             batch,
             val,
             standardize,
+            standardize_targets: false,
+            choose_tau: false,
             patience,
             optimizer,
             best_val_error: None,
@@ -205,15 +262,14 @@ pub enum Stop {
 /// The buffers of a training step: sized on the first batch, reused by every later one.
 #[derive(Default)]
 pub struct StepBuffers {
-    x: Matrix<f32>,
-    labels: Vec<usize>,
+    batch: Batch,
     grad: Matrix<f32>,
     one_hot: Matrix<f32>,
 }
 
 /// One optimizer step on the examples at `indices`: forward in training mode with the masks of
-/// `step`, loss, backward, update. Returns the batch loss and the number misclassified; a loss that
-/// is not finite is returned before any update is made.
+/// `step`, loss, backward, update. Returns the batch loss and the number misclassified (0 for
+/// regression); a loss that is not finite is returned before any update is made.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &mut Network<f32>,
@@ -225,11 +281,17 @@ pub fn train_step(
     epoch: usize,
     b: &mut StepBuffers,
 ) -> Result<(f64, usize)> {
-    data.gather(indices, &mut b.x, &mut b.labels);
+    data.gather(indices, &mut b.batch);
     let mask_step = u32::try_from(step).map_err(|_| Error::Config("more than 2^32 training steps".into()))?;
-    let out = net.forward(&b.x, Mode::Train { step: mask_step })?;
-    let wrong = (0..out.rows()).filter(|&i| argmax(out.row(i)) != b.labels[i]).count();
-    let batch_loss = loss_on_labels(loss, net.output(), &b.labels, &mut b.one_hot, &mut b.grad)?;
+    let out = net.forward(&b.batch.x, Mode::Train { step: mask_step })?;
+    let (batch_loss, wrong) = match &data.y {
+        Targets::Labels(_) => {
+            let labels = &b.batch.labels;
+            let wrong = (0..out.rows()).filter(|&i| argmax(out.row(i)) != labels[i]).count();
+            (loss_on_labels(loss, net.output(), labels, &mut b.one_hot, &mut b.grad)?, wrong)
+        }
+        Targets::Values(_) => (loss.compute(net.output(), LossTargets::Values(&b.batch.values), &mut b.grad)?, 0),
+    };
     if batch_loss.is_finite() {
         net.backward_and_update(&b.grad, opt, epoch)?;
     }
@@ -266,12 +328,19 @@ fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState
             net.inputs()
         )));
     }
-    if train.classes() > net.outputs() {
-        return Err(Error::Config(format!(
-            "the labels go up to {}, the network has {} outputs",
-            train.classes() - 1,
-            net.outputs()
-        )));
+    match &train.y {
+        Targets::Labels(_) if !loss.takes_labels() => {
+            return Err(Error::Config(format!("loss {loss} needs continuous targets (--target-col), not class labels")))
+        }
+        Targets::Labels(_) if train.classes() > net.outputs() => {
+            return Err(Error::Config(format!(
+                "the labels go up to {}, the network has {} outputs",
+                train.classes() - 1,
+                net.outputs()
+            )));
+        }
+        Targets::Values(y) => check_regression_outputs(net, loss, y.cols())?,
+        Targets::Labels(_) => {}
     }
     if state.batch == 0 || state.batch > MAX_BATCH {
         return Err(Error::Config(format!("--batch {}: the batch size must be in 1..={MAX_BATCH}", state.batch)));
@@ -293,6 +362,23 @@ fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState
         }
     }
     Ok(steps)
+}
+
+/// A regression network needs one output per target (mse) or two (gaussian-nll: means, then
+/// log-variances).
+pub fn check_regression_outputs(net: &Network<f32>, loss: Loss, targets: usize) -> Result<()> {
+    if loss != Loss::MeanSquaredError && loss != Loss::GaussianNll {
+        return Err(Error::Config(format!("loss {loss} is for class labels: regression takes mse or gaussian-nll")));
+    }
+    let needed = targets * loss.outputs_per_target();
+    if net.outputs() != needed {
+        let per = if loss == Loss::GaussianNll { " (a mean and a log-variance per target)" } else { "" };
+        return Err(Error::Config(format!(
+            "--arch ends with {} outputs, but {targets} target(s) with loss {loss} need {needed}{per}",
+            net.outputs()
+        )));
+    }
+    Ok(())
 }
 
 /// Train `net` until `state.epochs_done == epochs`, early stopping, divergence or interruption.
@@ -374,21 +460,24 @@ fn finish_epoch(
     epoch_s: f64,
 ) -> Result<EpochReport> {
     let n = splits.train.len() as f64;
-    let val_error = splits.val.as_ref().map(|v| evaluate(net, v, loss)).transpose()?.map(|r| r.0);
-    let test_error = splits.test.as_ref().map(|t| evaluate(net, t, loss)).transpose()?.map(|r| r.0);
+    let regression = matches!(splits.train.y, Targets::Values(_));
+    let scores =
+        if regression { regression_scores(net, loss, splits)? } else { classification_scores(net, loss, splits)? };
     let report = EpochReport {
         epoch: epoch + 1,
         train_loss: loss_sum / n,
-        train_error: wrong as f64 / n,
-        val_error,
-        test_error,
+        train_error: (!regression).then(|| wrong as f64 / n),
+        val_error: scores.val_error,
+        test_error: scores.test_error,
+        val_rmse: scores.val_rmse.clone().map(PerTarget),
+        test_rmse: scores.test_rmse.map(PerTarget),
         lr: opt.config.lr_at(epoch),
         momentum: opt.config.momentum_at(epoch),
         epoch_s,
         samples_per_s: n / epoch_s.max(1e-9),
     };
     state.epochs_done += 1;
-    if let Some(v) = val_error {
+    if let Some(v) = scores.val_score {
         if state.best_val_error.is_none_or(|best| v < best) {
             state.best_val_error = Some(v);
             state.epochs_since_best = 0;
@@ -398,6 +487,37 @@ fn finish_epoch(
     }
     state.history.push(report.clone());
     Ok(report)
+}
+
+/// What an epoch's evaluation found.
+#[derive(Default)]
+struct Scores {
+    val_error: Option<f64>,
+    test_error: Option<f64>,
+    val_rmse: Option<Vec<f64>>,
+    test_rmse: Option<Vec<f64>>,
+    /// What early stopping watches (lower is better).
+    val_score: Option<f64>,
+}
+
+fn classification_scores(net: &mut Network<f32>, loss: Loss, splits: &Splits) -> Result<Scores> {
+    let val_error = splits.val.as_ref().map(|v| evaluate(net, v, loss)).transpose()?.map(|r| r.0);
+    let test_error = splits.test.as_ref().map(|t| evaluate(net, t, loss)).transpose()?.map(|r| r.0);
+    Ok(Scores { val_error, test_error, val_score: val_error, ..Scores::default() })
+}
+
+/// The RMSE of the validation and test sets; the validation score is the RMSE averaged over the
+/// targets, each in units of its training-set deviation when the targets were standardised.
+fn regression_scores(net: &mut Network<f32>, loss: Loss, splits: &Splits) -> Result<Scores> {
+    let scale = splits.target_standardization.as_ref();
+    let outputs = Outputs::of(net, loss, scale)?;
+    let val_rmse = splits.val.as_ref().map(|v| regression::rmse(net, v, outputs)).transpose()?;
+    let test_rmse = splits.test.as_ref().map(|t| regression::rmse(net, t, outputs)).transpose()?;
+    let val_score = val_rmse.as_ref().map(|r| {
+        let std = |d: usize| scale.map_or(1.0, |s| s.std[d] as f64);
+        r.iter().enumerate().map(|(d, e)| e / std(d)).sum::<f64>() / r.len().max(1) as f64
+    });
+    Ok(Scores { val_rmse, test_rmse, val_score, ..Scores::default() })
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 
 mod common;
 use common::*;
+fn lo(val: usize, seed: u64, standardize: bool) -> dropnet::data::LoadOptions {
+    dropnet::data::LoadOptions { val, seed, standardize, standardize_targets: false }
+}
+
 use dropnet::data::idx::{encode, IMAGES_MAGIC, LABELS_MAGIC};
 use dropnet::data::{self, Source};
 
@@ -10,24 +14,24 @@ fn idx_reads_the_same_whether_gzipped_or_raw() {
     let (gz, raw) = (temp_dir("idx_gz"), temp_dir("idx_raw"));
     write_toy_idx(&gz, 30, 9, true);
     write_toy_idx(&raw, 30, 9, false);
-    let a = data::load(&Source::Idx(gz), 0, 1, false).unwrap();
-    let b = data::load(&Source::Idx(raw), 0, 1, false).unwrap();
+    let a = data::load(&Source::Idx(gz), lo(0, 1, false)).unwrap();
+    let b = data::load(&Source::Idx(raw), lo(0, 1, false)).unwrap();
     assert_eq!(a.train.x.as_slice(), b.train.x.as_slice());
-    assert_eq!(a.train.labels, b.train.labels);
+    assert_eq!(a.train.labels().unwrap(), b.train.labels().unwrap());
     assert_eq!(a.test.as_ref().unwrap().len(), 9);
     // pixels are scaled to [0, 1]: the toy's first pixel of example 0 (class 1, row 0 dark) is 34/255
     let (pixels, labels) = toy_images(30, 1);
     assert_eq!(a.train.x.get(0, 0), pixels[0] as f32 / 255.0);
-    assert_eq!(a.train.labels[0], labels[0] as usize);
+    assert_eq!(a.train.labels().unwrap()[0], labels[0] as usize);
 }
 
 #[test]
 fn validation_split_is_seeded_and_disjoint() {
     let dir = temp_dir("idx_split");
     write_toy_idx(&dir, 40, 5, true);
-    let a = data::load(&Source::Idx(dir.clone()), 10, 7, false).unwrap();
-    let b = data::load(&Source::Idx(dir.clone()), 10, 7, false).unwrap();
-    let c = data::load(&Source::Idx(dir), 10, 8, false).unwrap();
+    let a = data::load(&Source::Idx(dir.clone()), lo(10, 7, false)).unwrap();
+    let b = data::load(&Source::Idx(dir.clone()), lo(10, 7, false)).unwrap();
+    let c = data::load(&Source::Idx(dir), lo(10, 8, false)).unwrap();
     assert_eq!((a.train.len(), a.val.as_ref().unwrap().len()), (30, 10));
     assert_eq!(a.val.as_ref().unwrap().x.as_slice(), b.val.as_ref().unwrap().x.as_slice());
     assert_ne!(a.val.as_ref().unwrap().x.as_slice(), c.val.as_ref().unwrap().x.as_slice());
@@ -45,7 +49,7 @@ fn shuffles_are_permutations_that_change_with_the_epoch() {
 }
 
 fn load_err(dir: &std::path::Path) -> String {
-    data::load(&Source::Idx(dir.to_path_buf()), 0, 1, false).unwrap_err().to_string()
+    data::load(&Source::Idx(dir.to_path_buf()), lo(0, 1, false)).unwrap_err().to_string()
 }
 
 #[test]
@@ -105,11 +109,11 @@ fn csv_with_and_without_header() {
     let dir = temp_dir("csv_ok");
     let plain = write(&dir, "plain.csv", "1,0.5,2\n0,1.5,-3\n");
     let named = write(&dir, "named.csv", "x,label,y\n0.5,1,2\n1.5,0,-3\n");
-    let a = data::load(&Source::from_path(&plain, None, None).unwrap(), 0, 1, false).unwrap();
-    let b = data::load(&Source::from_path(&named, None, Some("label")).unwrap(), 0, 1, false).unwrap();
-    assert_eq!(a.train.labels, vec![1, 0]);
+    let a = data::load(&Source::from_path(&plain, None, None, None).unwrap(), lo(0, 1, false)).unwrap();
+    let b = data::load(&Source::from_path(&named, None, Some("label"), None).unwrap(), lo(0, 1, false)).unwrap();
+    assert_eq!(a.train.labels().unwrap(), vec![1, 0]);
     assert_eq!(a.train.x.as_slice(), &[0.5, 2.0, 1.5, -3.0]);
-    assert_eq!(b.train.labels, a.train.labels);
+    assert_eq!(b.train.labels().unwrap(), a.train.labels().unwrap());
     assert_eq!(b.train.x.as_slice(), a.train.x.as_slice());
 }
 
@@ -117,7 +121,7 @@ fn csv_with_and_without_header() {
 fn standardisation_gives_zero_mean_unit_variance_on_the_training_set() {
     let dir = temp_dir("csv_std");
     let path = write(&dir, "d.csv", "0,1,10\n1,3,10\n0,5,10\n");
-    let s = data::load(&Source::from_path(&path, None, None).unwrap(), 0, 1, true).unwrap();
+    let s = data::load(&Source::from_path(&path, None, None, None).unwrap(), lo(0, 1, true)).unwrap();
     let col: Vec<f32> = (0..3).map(|i| s.train.x.get(i, 0)).collect();
     // (1, 3, 5): mean 3, population sd sqrt(8/3)
     let sd = (8.0f32 / 3.0).sqrt();
@@ -137,7 +141,8 @@ fn csv_errors_name_the_line_and_value() {
     ];
     for (name, text, expected) in cases {
         let path = write(&dir, name, text);
-        let err = data::load(&Source::from_path(&path, None, None).unwrap(), 0, 1, false).unwrap_err().to_string();
+        let err =
+            data::load(&Source::from_path(&path, None, None, None).unwrap(), lo(0, 1, false)).unwrap_err().to_string();
         assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
     }
 }

@@ -30,7 +30,9 @@ fn parse(target: &str, data: &[u8]) -> bool {
             let labels = parse_bytes(data, origin, LABELS_MAGIC, 1, "labels").is_ok();
             images || labels
         }
-        "csv" => ["0", "label"].iter().any(|l| dropnet::data::csv::parse(data, origin, l).is_ok()),
+        "csv" => ["0", "label"]
+            .iter()
+            .any(|l| dropnet::data::csv::parse(data, origin, dropnet::data::csv::Columns::Label(l)).is_ok()),
         "recipe" => {
             let text = std::str::from_utf8(data).unwrap_or("");
             let recipe = options::TrainOptions::from_toml(text, origin).is_ok();

@@ -173,6 +173,7 @@ fn what_dropnet_writes_it_reads_and_the_same_model_gives_the_same_bytes() {
         training: saved.training.as_ref(),
         standardization: saved.standardization.as_ref(),
         slots: &saved.slots,
+        regression: saved.regression.as_ref(),
     };
     // the crate keeps metadata in a hash map: without our sorting, two encodings would differ
     let again = dropnet::model_file::encode(&saved.net, &extras).unwrap();

@@ -21,7 +21,7 @@ fn fingerprint(path: &Path) -> (Vec<u32>, Vec<u32>, Vec<Epoch>) {
         .unwrap()
         .history
         .iter()
-        .map(|r| (r.train_loss, r.train_error, r.val_error, r.test_error))
+        .map(|r| (r.train_loss, r.train_error.expect("a classification run"), r.val_error, r.test_error))
         .collect();
     (weights, slots, history)
 }

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
             training: saved.training.as_ref(),
             standardization: saved.standardization.as_ref(),
             slots: &saved.slots,
+            regression: saved.regression.as_ref(),
         };
         let bytes = dropnet::model_file::encode(&saved.net, &extras).expect("a model read is a model written");
         dropnet::model_file::parse(&bytes, Path::new("again.safetensors")).expect("and read again");

@@ -1,10 +1,11 @@
-//! CSV data: one example per record, numeric fields, one of them the class label. Parsed by the
-//! `csv` crate: quoted fields, CRLF, LF or CR line ends; a UTF-8 byte-order mark is skipped.
+//! CSV data: one example per record, numeric fields; one of them the class label, or some of them
+//! the continuous targets (regression). Parsed by the `csv` crate: quoted fields, CRLF, LF or CR
+//! line ends; a UTF-8 byte-order mark is skipped.
 //!
-//! A first record whose fields are not all numbers is a header. The label column is given by
-//! index (0-based) or, with a header, by name. Blank lines are skipped. No physical line may be
-//! longer than [`MAX_CSV_LINE_BYTES`], and the values of a file may not exceed
-//! [`MAX_TENSOR_ELEMENTS`]: both are found while reading, before memory grows past them.
+//! A first record whose fields are not all numbers is a header. Columns are given by index
+//! (0-based) or, with a header, by name. Blank lines are skipped. No physical line may be longer
+//! than [`MAX_CSV_LINE_BYTES`], and the values of a file may not exceed [`MAX_TENSOR_ELEMENTS`]:
+//! both are found while reading, before memory grows past them.
 
 use crate::error::{file_error, read_error, Result};
 use crate::files::{checked_len, open_regular, reserve};
@@ -12,20 +13,35 @@ use crate::limits::{MAX_CSV_BYTES, MAX_CSV_LINE_BYTES, MAX_LAYER_UNITS, MAX_TENS
 use std::io::Read;
 use std::path::Path;
 
-/// Features (row-major, `rows × width`) and labels of a CSV file.
+/// Which columns are not features.
+#[derive(Clone, Copy, Debug)]
+pub enum Columns<'a> {
+    /// One column of class indices.
+    Label(&'a str),
+    /// One or more columns of continuous targets, in this order.
+    Targets(&'a [String]),
+}
+
+/// Features (row-major, `rows × width`) and labels or targets (row-major, `rows × target_width`)
+/// of a CSV file.
 #[derive(Debug)]
 pub struct CsvData {
     pub width: usize,
     pub features: Vec<f32>,
     pub labels: Vec<usize>,
+    pub target_width: usize,
+    pub targets: Vec<f32>,
+    /// Examples read.
+    pub rows: usize,
+    /// The target columns by header name (by index when the file has no header).
+    pub target_names: Vec<String>,
 }
 
-/// Read `path` (a regular file), taking the label from column `label_col` (an index, or a
-/// header name).
-pub fn read(path: &Path, label_col: &str) -> Result<CsvData> {
+/// Read `path` (a regular file), taking the label or the targets from `columns`.
+pub fn read(path: &Path, columns: Columns<'_>) -> Result<CsvData> {
     let file = open_regular(path)?;
     checked_len(&file, path, MAX_CSV_BYTES)?;
-    parse(std::io::BufReader::new(file), path, label_col)
+    parse(std::io::BufReader::new(file), path, columns)
 }
 
 /// At most this many characters of a field are quoted in a message.
@@ -40,8 +56,75 @@ fn excerpt(field: &str) -> String {
     }
 }
 
+/// The index of column `name` (a number, or a header name) among `columns` fields.
+fn column_index(
+    what: &str,
+    name: &str,
+    header: Option<&csv::StringRecord>,
+    columns: usize,
+    origin: &Path,
+) -> Result<usize> {
+    let index = match (name.parse::<usize>(), header) {
+        (Ok(i), _) => i,
+        (Err(_), Some(header)) => header
+            .iter()
+            .position(|f| f == name)
+            .ok_or_else(|| file_error(origin, format!("no column named '{}' in the header", excerpt(name))))?,
+        (Err(_), None) => {
+            return Err(file_error(
+                origin,
+                format!("{what} '{}' is not a number and the file has no header", excerpt(name)),
+            ))
+        }
+    };
+    if index >= columns {
+        return Err(file_error(origin, format!("{what} {index} does not exist: lines have {columns} fields")));
+    }
+    Ok(index)
+}
+
+/// What each column of a record is.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Feature,
+    Label,
+    /// The target of this position in the target list.
+    Target(usize),
+}
+
+/// The role of every column, and the target columns' names.
+fn roles(
+    spec: Columns<'_>,
+    header: Option<&csv::StringRecord>,
+    columns: usize,
+    origin: &Path,
+) -> Result<(Vec<Role>, Vec<String>)> {
+    let mut roles = vec![Role::Feature; columns];
+    let mut names = Vec::new();
+    match spec {
+        Columns::Label(name) => roles[column_index("label column", name, header, columns, origin)?] = Role::Label,
+        Columns::Targets(list) => {
+            if list.is_empty() {
+                return Err(file_error(origin, "no target column given"));
+            }
+            for (d, name) in list.iter().enumerate() {
+                let c = column_index("target column", name, header, columns, origin)?;
+                if roles[c] != Role::Feature {
+                    return Err(file_error(origin, format!("target column '{}' is given twice", excerpt(name))));
+                }
+                roles[c] = Role::Target(d);
+                names.push(header.map_or(c.to_string(), |h| h[c].to_string()));
+            }
+            if list.len() == columns {
+                return Err(file_error(origin, "every column is a target: no features are left"));
+            }
+        }
+    }
+    Ok((roles, names))
+}
+
 /// [`read`] from any reader; `origin` names it in messages.
-pub fn parse(input: impl Read, origin: &Path, label_col: &str) -> Result<CsvData> {
+pub fn parse(input: impl Read, origin: &Path, spec: Columns<'_>) -> Result<CsvData> {
     let mut reader =
         csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(Lines::new(input));
     let bad = |line: u64, message: String| file_error(origin, format!("line {line}: {message}"));
@@ -54,26 +137,19 @@ pub fn parse(input: impl Read, origin: &Path, label_col: &str) -> Result<CsvData
     };
     let columns = first.len();
     let has_header = first.iter().any(|f| f.parse::<f64>().is_err());
-    let label_index = match label_col.parse::<usize>() {
-        Ok(i) => i,
-        Err(_) if has_header => first
-            .iter()
-            .position(|f| f == label_col)
-            .ok_or_else(|| file_error(origin, format!("no column named '{}' in the header", excerpt(label_col))))?,
-        Err(_) => {
-            return Err(file_error(
-                origin,
-                format!("label column '{}' is not a number and the file has no header", excerpt(label_col)),
-            ))
-        }
+    let (roles, target_names) = roles(spec, has_header.then_some(&first), columns, origin)?;
+    let target_width = target_names.len();
+    let width = columns - roles.iter().filter(|r| **r != Role::Feature).count();
+    let mut data = CsvData {
+        width,
+        features: Vec::new(),
+        labels: Vec::new(),
+        target_width,
+        targets: Vec::new(),
+        rows: 0,
+        target_names,
     };
-    if label_index >= columns {
-        return Err(file_error(
-            origin,
-            format!("label column {label_index} does not exist: lines have {columns} fields"),
-        ));
-    }
-    let mut data = CsvData { width: columns - 1, features: Vec::new(), labels: Vec::new() };
+    let mut row_targets = vec![0.0f32; target_width];
     let body = if has_header { None } else { Some(Ok(first)) };
     for record in body.into_iter().chain(records) {
         let record = record.map_err(|e| csv_error(origin, e))?;
@@ -81,14 +157,15 @@ pub fn parse(input: impl Read, origin: &Path, label_col: &str) -> Result<CsvData
         if record.len() != columns {
             return Err(bad(line, format!("{} fields, expected {columns}", record.len())));
         }
-        if data.features.len() + columns > MAX_TENSOR_ELEMENTS {
+        if (data.rows + 1).saturating_mul(columns) > MAX_TENSOR_ELEMENTS {
             return Err(file_error(
                 origin,
                 format!("more than {MAX_TENSOR_ELEMENTS} values, the limit of one data set"),
             ));
         }
-        reserve(&mut data.features, columns, || format!("the values of {}", origin.display()))?;
-        for (c, field) in record.iter().enumerate() {
+        reserve(&mut data.features, width, || format!("the values of {}", origin.display()))?;
+        reserve(&mut data.targets, target_width, || format!("the targets of {}", origin.display()))?;
+        for ((c, field), role) in record.iter().enumerate().zip(&roles) {
             let value: f64 = field.parse().map_err(|_| {
                 file_error(origin, format!("line {line}, column {c}: '{}' is not a number", excerpt(field)))
             })?;
@@ -98,17 +175,29 @@ pub fn parse(input: impl Read, origin: &Path, label_col: &str) -> Result<CsvData
                     format!("line {line}, column {c}: {} is not a finite number", excerpt(field)),
                 ));
             }
-            if c == label_index {
-                if value < 0.0 || value.fract() != 0.0 || value >= MAX_LAYER_UNITS as f64 {
-                    return Err(bad(line, format!("label {} is not a class index (0, 1, 2, ...)", excerpt(field))));
+            match *role {
+                Role::Feature => data.features.push(value as f32),
+                Role::Label => {
+                    if value < 0.0 || value.fract() != 0.0 || value >= MAX_LAYER_UNITS as f64 {
+                        return Err(bad(line, format!("label {} is not a class index (0, 1, 2, ...)", excerpt(field))));
+                    }
+                    data.labels.push(value as usize);
                 }
-                data.labels.push(value as usize);
-            } else {
-                data.features.push(value as f32);
+                Role::Target(d) => {
+                    if !(value as f32).is_finite() {
+                        return Err(bad(
+                            line,
+                            format!("column {c}: target {} is beyond the range of f32", excerpt(field)),
+                        ));
+                    }
+                    row_targets[d] = value as f32;
+                }
             }
         }
+        data.targets.extend_from_slice(&row_targets);
+        data.rows += 1;
     }
-    if data.labels.is_empty() {
+    if data.rows == 0 {
         return Err(file_error(origin, "no examples (only a header)"));
     }
     Ok(data)
@@ -190,7 +279,37 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &[u8], label: &str) -> Result<CsvData> {
-        parse(text, Path::new("t.csv"), label)
+        parse(text, Path::new("t.csv"), Columns::Label(label))
+    }
+
+    fn parse_targets(text: &[u8], targets: &[&str]) -> Result<CsvData> {
+        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        parse(text, Path::new("t.csv"), Columns::Targets(&targets))
+    }
+
+    #[test]
+    fn target_columns_by_name_or_index_leave_the_rest_as_features() {
+        let d = parse_targets(b"a,y1,b,y2\n1,2.5,3,-4\n5,6,7,8\n", &["y2", "y1"]).unwrap();
+        assert_eq!((d.width, d.features), (2, vec![1.0, 3.0, 5.0, 7.0]));
+        assert_eq!((d.target_width, d.targets), (2, vec![-4.0, 2.5, 8.0, 6.0]));
+        assert_eq!(d.target_names, vec!["y2", "y1"]);
+        let d = parse_targets(b"1,2,3\n4,5,6\n", &["0"]).unwrap();
+        assert_eq!(
+            (d.features, d.targets, d.target_names),
+            (vec![2.0, 3.0, 5.0, 6.0], vec![1.0, 4.0], vec!["0".into()])
+        );
+    }
+
+    #[test]
+    fn bad_target_columns_are_named() {
+        let err = |t: &[&str], text: &[u8]| parse_targets(text, t).unwrap_err().to_string();
+        assert!(err(&["y"], b"1,2\n").contains("target column 'y' is not a number and the file has no header"));
+        assert!(err(&["z"], b"a,y\n1,2\n").contains("no column named 'z'"));
+        assert!(err(&["5"], b"1,2\n").contains("target column 5 does not exist: lines have 2 fields"));
+        assert!(err(&["1", "1"], b"1,2,3\n").contains("given twice"));
+        assert!(err(&["0", "1"], b"1,2\n").contains("no features are left"));
+        assert!(err(&["1"], b"1,1e39\n").contains("beyond the range of f32"));
+        assert!(err(&["1"], b"1,nan\n").contains("not a finite number"));
     }
 
     #[test]

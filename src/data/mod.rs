@@ -2,6 +2,9 @@
 
 pub mod csv;
 pub mod idx;
+mod standardize;
+
+pub use standardize::Standardization;
 
 use crate::error::{file_error, Error, Result};
 use crate::rng::{Stream, StreamRng};
@@ -9,59 +12,149 @@ use crate::tensor::Matrix;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// Examples as rows of `x` (f32 features) with one class label each.
+/// What each example is to be mapped to.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// One class index per example (classification).
+    Labels(Vec<usize>),
+    /// One row of continuous values per example (regression).
+    Values(Matrix<f32>),
+}
+
+/// Examples as rows of `x` (f32 features) with their targets: a class label each, or a row of
+/// continuous values.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub x: Matrix<f32>,
+    pub y: Targets,
+}
+
+/// A mini-batch gathered from a [`Dataset`]: the buffers are sized on the first batch and reused.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub x: Matrix<f32>,
+    /// The batch's labels (classification; empty otherwise).
     pub labels: Vec<usize>,
+    /// The batch's target rows (regression; 0×0 otherwise).
+    pub values: Matrix<f32>,
+}
+
+/// Copying rows in parallel pays only above this many values (a small batch is copied in less
+/// time than a fork of the pool takes).
+const PARALLEL_GATHER_VALUES: usize = 1 << 15;
+
+/// The first value of `m` that is not finite, as (row, column, value).
+fn first_non_finite(m: &Matrix<f32>) -> Option<(usize, usize, f32)> {
+    let pos = m.as_slice().iter().position(|v| !v.is_finite())?;
+    Some((pos / m.cols().max(1), pos % m.cols().max(1), m.as_slice()[pos]))
 }
 
 impl Dataset {
-    /// A data set of `x` and `labels`; every feature must be finite.
+    /// A classification set of `x` and `labels`; every feature must be finite.
     pub fn new(x: Matrix<f32>, labels: Vec<usize>, origin: &Path) -> Result<Self> {
         if x.rows() != labels.len() {
             return Err(file_error(origin, format!("{} examples but {} labels", x.rows(), labels.len())));
         }
-        if let Some(pos) = x.as_slice().iter().position(|v| !v.is_finite()) {
-            let (i, k) = (pos / x.cols().max(1), pos % x.cols().max(1));
-            return Err(file_error(origin, format!("example {i}, feature {k} is {}", x.as_slice()[pos])));
+        Self::checked(x, Targets::Labels(labels), origin)
+    }
+
+    /// A regression set of `x` and target rows `values`; every feature and target must be finite.
+    pub fn regression(x: Matrix<f32>, values: Matrix<f32>, origin: &Path) -> Result<Self> {
+        if x.rows() != values.rows() {
+            return Err(file_error(origin, format!("{} examples but {} target rows", x.rows(), values.rows())));
         }
-        Ok(Self { x, labels })
+        if let Some((i, d, v)) = first_non_finite(&values) {
+            return Err(file_error(origin, format!("example {i}, target {d} is {v}")));
+        }
+        Self::checked(x, Targets::Values(values), origin)
+    }
+
+    fn checked(x: Matrix<f32>, y: Targets, origin: &Path) -> Result<Self> {
+        if let Some((i, k, v)) = first_non_finite(&x) {
+            return Err(file_error(origin, format!("example {i}, feature {k} is {v}")));
+        }
+        Ok(Self { x, y })
     }
 
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.x.rows()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len() == 0
     }
 
     pub fn features(&self) -> usize {
         self.x.cols()
     }
 
-    /// Number of classes the labels need: the largest label + 1.
+    /// The class labels, or an error for a regression set.
+    pub fn labels(&self) -> Result<&[usize]> {
+        match &self.y {
+            Targets::Labels(labels) => Ok(labels),
+            Targets::Values(_) => {
+                Err(Error::Config("the data has continuous targets (regression), not class labels".into()))
+            }
+        }
+    }
+
+    /// The target rows, or an error for a classification set.
+    pub fn values(&self) -> Result<&Matrix<f32>> {
+        match &self.y {
+            Targets::Values(values) => Ok(values),
+            Targets::Labels(_) => Err(Error::Config("the data has class labels, not continuous targets".into())),
+        }
+    }
+
+    /// Targets per example: 0 for class labels, the width of the target rows otherwise.
+    pub fn target_width(&self) -> usize {
+        match &self.y {
+            Targets::Labels(_) => 0,
+            Targets::Values(v) => v.cols(),
+        }
+    }
+
+    /// Number of classes the labels need: the largest label + 1 (0 for a regression set).
     pub fn classes(&self) -> usize {
-        self.labels.iter().max().map_or(0, |&m| m + 1)
+        match &self.y {
+            Targets::Labels(labels) => labels.iter().max().map_or(0, |&m| m + 1),
+            Targets::Values(_) => 0,
+        }
     }
 
     /// The examples at `indices`, in that order.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let mut x = Matrix::zeros(indices.len(), self.features());
-        let mut labels = Vec::new();
-        self.gather(indices, &mut x, &mut labels);
-        Dataset { x, labels }
+        let mut batch = Batch::default();
+        self.gather(indices, &mut batch);
+        let y = match &self.y {
+            Targets::Labels(_) => Targets::Labels(batch.labels),
+            Targets::Values(_) => Targets::Values(batch.values),
+        };
+        Dataset { x: batch.x, y }
     }
 
-    /// Copy the examples at `indices` into `x` (resized) and `labels` (a batch).
-    pub fn gather(&self, indices: &[usize], x: &mut Matrix<f32>, labels: &mut Vec<usize>) {
-        x.ensure_shape(indices.len(), self.features());
-        labels.clear();
-        labels.extend(indices.iter().map(|&i| self.labels[i]));
-        // rows in parallel: each is a few cache lines fetched from anywhere in the data set
-        let width = self.features().max(1);
-        x.as_mut_slice().par_chunks_mut(width).zip(indices).for_each(|(row, &i)| row.copy_from_slice(self.x.row(i)));
+    /// Copy the examples at `indices` into `batch` (resized).
+    pub fn gather(&self, indices: &[usize], batch: &mut Batch) {
+        gather_rows(&self.x, indices, &mut batch.x);
+        batch.labels.clear();
+        match &self.y {
+            Targets::Labels(labels) => batch.labels.extend(indices.iter().map(|&i| labels[i])),
+            Targets::Values(values) => gather_rows(values, indices, &mut batch.values),
+        }
+    }
+}
+
+/// Rows `indices` of `from` into `to` (resized): in parallel for a large batch, each row being a
+/// few cache lines fetched from anywhere in the data set.
+fn gather_rows(from: &Matrix<f32>, indices: &[usize], to: &mut Matrix<f32>) {
+    to.ensure_shape(indices.len(), from.cols());
+    let width = from.cols().max(1);
+    let rows = to.as_mut_slice().chunks_mut(width).zip(indices);
+    if indices.len() * width < PARALLEL_GATHER_VALUES {
+        rows.for_each(|(row, &i)| row.copy_from_slice(from.row(i)));
+    } else {
+        let rows = to.as_mut_slice().par_chunks_mut(width).zip(indices);
+        rows.for_each(|(row, &i)| row.copy_from_slice(from.row(i)));
     }
 }
 
@@ -72,8 +165,15 @@ pub enum Source {
     /// A folder with `train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]` and optionally
     /// the `t10k-` pair (the test set).
     Idx(PathBuf),
-    /// A training CSV file, an optional test CSV file, and the label column (index or name).
-    Csv { train: PathBuf, test: Option<PathBuf>, label_col: String },
+    /// A training CSV file, an optional test CSV file, and the label column (index or name), or,
+    /// for regression, the target columns (each an index or a name; then `label_col` is unused).
+    Csv {
+        train: PathBuf,
+        test: Option<PathBuf>,
+        label_col: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_cols: Option<Vec<String>>,
+    },
 }
 
 /// The four IDX files of a folder, each under both of the names dropnet reads it by.
@@ -81,14 +181,28 @@ const IDX_NAMES: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 impl Source {
-    /// A folder is IDX, a file is CSV. `--test-data` and `--label-col` describe CSV data, so with
-    /// a folder they are an error (its t10k files are the test set, its labels have their files).
-    pub fn from_path(path: &Path, test: Option<&Path>, label_col: Option<&str>) -> Result<Self> {
+    /// A folder is IDX, a file is CSV. `--test-data`, `--label-col` and `--target-col` describe CSV
+    /// data, so with a folder they are an error (its t10k files are the test set, its labels have
+    /// their files); a label column and target columns together are an error too.
+    pub fn from_path(
+        path: &Path,
+        test: Option<&Path>,
+        label_col: Option<&str>,
+        target_cols: Option<&[String]>,
+    ) -> Result<Self> {
+        if label_col.is_some() && target_cols.is_some() {
+            return Err(Error::Config(
+                "--label-col and --target-col both say what to predict: give --label-col for classification or \
+                 --target-col for regression"
+                    .into(),
+            ));
+        }
         if path.is_dir() {
-            let flag = match (test, label_col) {
-                (Some(_), _) => Some("--test-data"),
-                (None, Some(_)) => Some("--label-col"),
-                (None, None) => None,
+            let flag = match (test, label_col, target_cols) {
+                (Some(_), _, _) => Some("--test-data"),
+                (None, Some(_), _) => Some("--label-col"),
+                (None, None, Some(_)) => Some("--target-col"),
+                (None, None, None) => None,
             };
             if let Some(flag) = flag {
                 return Err(Error::Config(format!(
@@ -102,6 +216,7 @@ impl Source {
             train: path.to_path_buf(),
             test: test.map(Path::to_path_buf),
             label_col: label_col.unwrap_or("0").to_string(),
+            target_cols: target_cols.map(<[String]>::to_vec),
         })
     }
 
@@ -133,10 +248,11 @@ impl Source {
         };
         Ok(match self {
             Source::Idx(dir) => Source::Idx(abs(dir)?),
-            Source::Csv { train, test, label_col } => Source::Csv {
+            Source::Csv { train, test, label_col, target_cols } => Source::Csv {
                 train: abs(train)?,
                 test: test.as_deref().map(abs).transpose()?,
                 label_col: label_col.clone(),
+                target_cols: target_cols.clone(),
             },
         })
     }
@@ -150,70 +266,25 @@ pub struct Splits {
     pub test: Option<Dataset>,
     /// The feature scaling fitted on the training set, when standardisation was asked for.
     pub standardization: Option<Standardization>,
+    /// The target scaling fitted on the training set (regression, when asked for). Only `train`'s
+    /// targets are standardised (what the loss sees); `val` and `test` keep theirs in the original
+    /// units, the units of every reported figure.
+    pub target_standardization: Option<Standardization>,
+    /// The target columns by name (regression; empty for classification).
+    pub target_names: Vec<String>,
 }
 
-/// Per-feature `x ← (x − mean) / std`, fitted on a training set and stored in model files so that
-/// evaluation sees the same inputs.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Standardization {
-    pub mean: Vec<f32>,
-    /// 1 where a feature is constant.
-    pub std: Vec<f32>,
-}
-
-impl Standardization {
-    pub fn fit(x: &Matrix<f32>) -> Self {
-        let n = x.rows() as f64;
-        let mut sum = vec![0.0f64; x.cols()];
-        let mut sq = vec![0.0f64; x.cols()];
-        for i in 0..x.rows() {
-            for (k, &v) in x.row(i).iter().enumerate() {
-                sum[k] += v as f64;
-                sq[k] += (v as f64) * (v as f64);
-            }
-        }
-        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let std = sq.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0).sqrt());
-        Self {
-            mean: mean.iter().map(|&m| m as f32).collect(),
-            std: std.map(|s| if s > 1e-12 { s as f32 } else { 1.0 }).collect(),
-        }
-    }
-
-    /// Whether this can standardise `inputs` features: one finite mean and one finite, positive
-    /// deviation per feature (what a model file's `standardization` must satisfy).
-    pub fn validate(&self, inputs: usize) -> std::result::Result<(), String> {
-        if self.mean.len() != inputs || self.std.len() != inputs {
-            return Err(format!(
-                "{} means and {} deviations for {inputs} input features",
-                self.mean.len(),
-                self.std.len()
-            ));
-        }
-        if let Some(k) = self.mean.iter().position(|m| !m.is_finite()) {
-            return Err(format!("the mean of feature {k} is {}", self.mean[k]));
-        }
-        if let Some(k) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(format!("the deviation of feature {k} is {}: it must be finite and positive", self.std[k]));
-        }
-        Ok(())
-    }
-
-    pub fn apply(&self, set: &mut Dataset) -> Result<()> {
-        if set.features() != self.mean.len() {
-            return Err(Error::Config(format!(
-                "the standardisation has {} features, the data {}",
-                self.mean.len(),
-                set.features()
-            )));
-        }
-        for i in 0..set.len() {
-            for ((v, m), s) in set.x.row_mut(i).iter_mut().zip(&self.mean).zip(&self.std) {
-                *v = (*v - m) / s;
-            }
-        }
-        Ok(())
-    }
+/// How [`load`] prepares the data.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// Training examples moved, seeded-random, into a validation set.
+    pub val: usize,
+    /// Seed of the validation split.
+    pub seed: u64,
+    /// Standardise every feature with the training set's mean and deviation.
+    pub standardize: bool,
+    /// Standardise every target (regression) with the training set's mean and deviation.
+    pub standardize_targets: bool,
 }
 
 /// The folders searched, in order, when no `--data` is given (after `$DROPNET_DATA`): the MNIST
@@ -293,39 +364,62 @@ fn load_idx(dir: &Path, prefix: &str) -> Result<Option<Dataset>> {
     Dataset::new(x, label_bytes.iter().map(|&l| l as usize).collect(), &images).map(Some)
 }
 
-fn load_csv(path: &Path, label_col: &str) -> Result<Dataset> {
-    let data = csv::read(path, label_col)?;
-    let x = Matrix::from_vec(data.labels.len(), data.width, data.features)?;
-    Dataset::new(x, data.labels, path)
+/// A CSV file as a data set (classification with `target_cols` `None`), and its target names.
+fn load_csv(path: &Path, label_col: &str, target_cols: Option<&[String]>) -> Result<(Dataset, Vec<String>)> {
+    let columns = match target_cols {
+        Some(cols) => csv::Columns::Targets(cols),
+        None => csv::Columns::Label(label_col),
+    };
+    let data = csv::read(path, columns)?;
+    let x = Matrix::from_vec(data.rows, data.width, data.features)?;
+    let set = match target_cols {
+        Some(_) => Dataset::regression(x, Matrix::from_vec(data.rows, data.target_width, data.targets)?, path)?,
+        None => Dataset::new(x, data.labels, path)?,
+    };
+    Ok((set, data.target_names))
 }
 
-/// Load `source`; move `val` seeded-random training examples into a validation set; optionally
-/// standardise every feature with the training set's mean and standard deviation. An empty
-/// training or test set is an error naming its file.
-pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result<Splits> {
-    let (train, test) = match source {
+/// Load `source` and prepare it as `options` say (see [`LoadOptions`]). An empty training or test
+/// set is an error naming its file.
+pub fn load(source: &Source, options: LoadOptions) -> Result<Splits> {
+    let (train, test, target_names) = match source {
         Source::Idx(dir) => {
             let train = load_idx(dir, "train")?.ok_or_else(|| file_error(dir, "no training set in this folder"))?;
-            (train, load_idx(dir, "t10k")?)
+            (train, load_idx(dir, "t10k")?, Vec::new())
         }
-        Source::Csv { train, test, label_col } => {
-            (load_csv(train, label_col)?, test.as_deref().map(|t| load_csv(t, label_col)).transpose()?)
+        Source::Csv { train, test, label_col, target_cols } => {
+            let (train, names) = load_csv(train, label_col, target_cols.as_deref())?;
+            let test = test.as_deref().map(|t| load_csv(t, label_col, target_cols.as_deref())).transpose()?;
+            (train, test.map(|t| t.0), names)
         }
     };
+    let test_path = match source {
+        Source::Csv { test: Some(t), .. } => t.clone(),
+        _ => source.path().join("t10k-images-idx3-ubyte[.gz]"),
+    };
+    split(source.path(), train, test.map(|t| (t, test_path)), target_names, options)
+}
+
+/// [`load`] on data sets already read: checks, the validation split, the standardisations.
+/// `origin` names the training data in messages, the test set's path its own.
+pub fn split(
+    origin: &Path,
+    train: Dataset,
+    test: Option<(Dataset, PathBuf)>,
+    target_names: Vec<String>,
+    options: LoadOptions,
+) -> Result<Splits> {
+    let LoadOptions { val, seed, standardize, standardize_targets } = options;
     if train.is_empty() {
-        return Err(file_error(source.path(), "the training set has no examples"));
+        return Err(file_error(origin, "the training set has no examples"));
     }
-    if let Some(test) = &test {
-        let test_path = match source {
-            Source::Csv { test: Some(t), .. } => t.clone(),
-            _ => source.path().join("t10k-images-idx3-ubyte[.gz]"),
-        };
+    if let Some((test, test_path)) = &test {
         if test.is_empty() {
-            return Err(file_error(&test_path, "the test set has no examples"));
+            return Err(file_error(test_path, "the test set has no examples"));
         }
         if test.features() != train.features() {
             return Err(file_error(
-                &test_path,
+                test_path,
                 format!("test examples have {} features, training examples {}", test.features(), train.features()),
             ));
         }
@@ -333,7 +427,7 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
     if val >= train.len() {
         return Err(Error::Config(format!(
             "--val {val} leaves no training examples ({} has {})",
-            source.path().display(),
+            origin.display(),
             train.len()
         )));
     }
@@ -341,8 +435,10 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
     let mut splits = Splits {
         val: (val > 0).then(|| train.subset(&val_idx)),
         train: if val > 0 { train.subset(&train_idx) } else { train },
-        test,
+        test: test.map(|t| t.0),
         standardization: None,
+        target_standardization: None,
+        target_names,
     };
     if standardize {
         let fitted = Standardization::fit(&splits.train.x);
@@ -350,6 +446,11 @@ pub fn load(source: &Source, val: usize, seed: u64, standardize: bool) -> Result
             fitted.apply(set)?;
         }
         splits.standardization = Some(fitted);
+    }
+    if let (true, Targets::Values(values)) = (standardize_targets, &mut splits.train.y) {
+        let fitted = Standardization::fit(values);
+        fitted.apply_to(values)?;
+        splits.target_standardization = Some(fitted);
     }
     Ok(splits)
 }
@@ -363,9 +464,9 @@ pub fn load_eval(source: &Source) -> Result<Dataset> {
                 .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?,
             dir.join("t10k-images-idx3-ubyte[.gz]"),
         ),
-        Source::Csv { train, test, label_col } => {
+        Source::Csv { train, test, label_col, target_cols } => {
             let path = test.as_deref().unwrap_or(train);
-            (load_csv(path, label_col)?, path.to_path_buf())
+            (load_csv(path, label_col, target_cols.as_deref())?.0, path.to_path_buf())
         }
     };
     if set.is_empty() {

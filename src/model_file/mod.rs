@@ -18,6 +18,9 @@
 
 mod header;
 mod layout;
+mod task;
+
+pub use task::{Regression, Task};
 
 use crate::data::Standardization;
 use crate::error::{file_error, Error, Result};
@@ -31,7 +34,7 @@ use crate::train::TrainState;
 use header::{check_header, describe, sort_metadata};
 use layout::{file_tensors, ArchJson, ArchV1, FileTensor};
 use safetensors::tensor::{Dtype, Metadata, SafeTensorError, SafeTensors, TensorView};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -40,21 +43,12 @@ pub const FORMAT: &str = "dropnet-model-2";
 /// The first format, still read.
 pub const FORMAT_V1: &str = "dropnet-model-1";
 
-/// What the model's outputs mean (the `task` metadata key). Classification is the only task yet;
-/// regression will add its target columns, target standardisation, observation precision and
-/// output layout here, without a new format version.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Task {
-    #[default]
-    Classification,
-}
-
 /// A model read from a file.
 pub struct Saved {
     pub net: Network<f32>,
     pub loss: Loss,
-    pub task: Task,
+    /// The targets of a regression model (`None`: classification).
+    pub regression: Option<Regression>,
     /// The state of the run, in files written by `dropnet train`.
     pub training: Option<TrainState>,
     /// Optimizer state per parameter tensor (empty when the file has none).
@@ -70,6 +64,8 @@ pub struct Extras<'a> {
     pub training: Option<&'a TrainState>,
     pub standardization: Option<&'a Standardization>,
     pub slots: &'a [Slots],
+    /// The targets of a regression model (`None`: classification).
+    pub regression: Option<&'a Regression>,
 }
 
 fn json<T: Serialize>(value: &T) -> String {
@@ -106,7 +102,7 @@ pub fn encode(net: &Network<f32>, extras: &Extras<'_>) -> Result<Vec<u8>> {
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), FORMAT.to_string());
     metadata.insert("architecture".to_string(), json(&ArchJson::of(net.stack())));
-    metadata.insert("task".to_string(), json(&Task::Classification));
+    task::write(&mut metadata, extras.regression);
     metadata.insert("seed".to_string(), net.seed().to_string());
     metadata.insert("loss".to_string(), extras.loss.name().to_string());
     if let Some(s) = extras.standardization {
@@ -161,10 +157,6 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Saved> {
         FORMAT_V1 => (serde_json::from_str::<ArchV1>(arch_text).map_err(invalid)?.stack().map_err(&bad)?, true),
         other => return Err(bad(format!("format is '{other}', but this dropnet reads '{FORMAT}' and '{FORMAT_V1}'"))),
     };
-    let task: Task = match metadata.get("task") {
-        Some(text) => serde_json::from_str(text).map_err(|e| bad(format!("metadata 'task' is invalid ({e})")))?,
-        None => Task::Classification,
-    };
     let seed: u64 = get("seed")?.parse().map_err(|_| bad("metadata 'seed' is not an unsigned integer".into()))?;
     let loss: Loss = get("loss")?.parse().map_err(|e: Error| bad(e.to_string()))?;
     // The table is checked against the stack before the network is built: a small file whose
@@ -174,6 +166,7 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Saved> {
     let tensors = file_tensors(&plans, v1);
     let with_slots = check_table(&table, &tensors).map_err(&bad)?;
     let mut net = Network::<f32>::new(&Architecture::new(stack), seed).map_err(|e| bad(e.to_string()))?;
+    let regression = task::read(&metadata, net.outputs(), loss).map_err(&bad)?;
     let slots = read_tensors(&mut net, &table, data, &tensors, with_slots).map_err(&bad)?;
     let standardization = match metadata.get("standardization") {
         Some(text) => {
@@ -193,7 +186,7 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Saved> {
         }
         None => None,
     };
-    Ok(Saved { net, loss, task, training, slots, standardization, metadata })
+    Ok(Saved { net, loss, regression, training, slots, standardization, metadata })
 }
 
 /// The names of a parameter's two optimizer slots.
@@ -299,7 +292,7 @@ mod tests {
     fn a_model_with_non_finite_optimizer_state_is_not_encoded() {
         // dropnet used to save such a file and then refuse to read it.
         fn extras(slots: &[Slots]) -> Extras<'_> {
-            Extras { loss: Loss::SoftmaxCrossEntropy, training: None, standardization: None, slots }
+            Extras { loss: Loss::SoftmaxCrossEntropy, training: None, standardization: None, slots, regression: None }
         }
         let (net, mut slots) = small();
         assert!(encode(&net, &extras(&slots)).is_ok());

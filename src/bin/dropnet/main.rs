@@ -8,8 +8,10 @@ mod observer;
 mod options;
 mod plot;
 mod predict;
+mod regress;
 mod signals;
 mod train;
+mod uci;
 
 use clap::{Parser, Subcommand};
 use dropnet::error::escape_control;
@@ -64,6 +66,12 @@ enum Command {
         after_help = "Examples:\n  dropnet --threads 2 bench --workload all --json\n  dropnet bench --workload w2 --threads 1\n  dropnet bench --workload w1 --steps 30   (a partial W1, for tests)"
     )]
     Bench(bench::BenchArgs),
+    /// Run the UCI regression protocol of Gal & Ghahramani (2016) on a data set in its folder
+    /// layout: grid search of keep and τ per split, MC dropout test RMSE and log-likelihood.
+    #[command(
+        after_help = "Examples:\n  dropnet --threads 2 uci ../shared/data/uci/yacht --json\n  dropnet uci DIR --splits 2 --epochs 400 --mc 1000"
+    )]
+    Uci(uci::UciArgs),
     /// Describe a model file: layers, keep probabilities, seed, training history.
     #[command(after_help = "Example:\n  dropnet info --model model.safetensors --json")]
     Info {
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
         Command::Gradcheck { json, seed } => inspect::run_gradcheck(json, seed),
         Command::Info { model, json } => inspect::run_info(&model, json),
         Command::Bench(args) => bench::run(args),
+        Command::Uci(args) => uci::run(args),
     });
     match outcome {
         Ok(code) => code,

@@ -6,9 +6,9 @@
 use crate::signals::Signals;
 use dropnet::data::Standardization;
 use dropnet::error::{write_error, Result};
-use dropnet::model_file::{self, Extras};
+use dropnet::model_file::{self, Extras, Regression};
 use dropnet::optim::Optimizer;
-use dropnet::train::{EpochReport, Observer, TrainState};
+use dropnet::train::{EpochReport, Observer, PerTarget, TrainState};
 use dropnet::{Loss, Network};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct ModelOutput {
     pub path: PathBuf,
     pub loss: Loss,
     pub standardization: Option<Standardization>,
+    /// The targets of a regression run.
+    pub regression: Option<Regression>,
 }
 
 impl ModelOutput {
@@ -43,6 +45,7 @@ impl ModelOutput {
             training: Some(state),
             standardization: self.standardization.as_ref(),
             slots: &opt.slots,
+            regression: self.regression.as_ref(),
         };
         model_file::save(&self.path, net, &extras)?;
         Ok(Written { epochs_done: state.epochs_done, step: state.step })
@@ -160,15 +163,18 @@ impl Observer for CliObserver<'_> {
 
     fn epoch(&mut self, r: &EpochReport, net: &Network<f32>, opt: &Optimizer, state: &TrainState) -> Result<()> {
         let pct = |e: Option<f64>| e.map_or("-".to_string(), |e| format!("{:.2}%", 100.0 * e));
+        let figures = |e: &Option<PerTarget>| {
+            e.as_ref().map_or("-".to_string(), |e| e.0.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(","))
+        };
+        let scores = match r.train_error {
+            Some(train) => {
+                format!("train err {:.2}%  val err {}  test err {}", 100.0 * train, pct(r.val_error), pct(r.test_error))
+            }
+            None => format!("val rmse {}  test rmse {}", figures(&r.val_rmse), figures(&r.test_rmse)),
+        };
         self.say(&format!(
-            "epoch {:>3}  loss {:.4}  train err {:.2}%  val err {}  test err {}  {:.1} s  {:.0} samples/s",
-            r.epoch,
-            r.train_loss,
-            100.0 * r.train_error,
-            pct(r.val_error),
-            pct(r.test_error),
-            r.epoch_s,
-            r.samples_per_s
+            "epoch {:>3}  loss {:.4}  {scores}  {:.1} s  {:.0} samples/s",
+            r.epoch, r.train_loss, r.epoch_s, r.samples_per_s
         ));
         self.write_log(r);
         if let Some(plot) = self.plot.clone() {

@@ -19,6 +19,11 @@ use dropnet::train::TrainState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+#[path = "keep_file.rs"]
+mod keep_file;
+#[allow(unused_imports)]
+pub use keep_file::{parse_keep_file, read_keep_file};
+
 /// Every default of `dropnet train`, in one place.
 pub mod defaults {
     pub const ARCH: &str = "784-1024-1024-10";
@@ -48,6 +53,18 @@ pub struct TrainOptions {
     /// Label column of CSV data: index from 0, or a header name [default: 0]
     #[arg(long)]
     pub label_col: Option<String>,
+    /// Regression: the target columns of CSV data (indices from 0 or header names, comma-separated);
+    /// every other column is a feature
+    #[arg(long, value_delimiter = ',')]
+    pub target_col: Option<Vec<String>>,
+    /// Regression: standardise the targets with the training set's mean and deviation (figures
+    /// and predictions stay in the original units) [default: true]
+    #[arg(long)]
+    pub standardize_targets: Option<bool>,
+    /// Regression with mse: the observation precision τ (original units), or auto (needs --val):
+    /// the τ that maximises the validation set's Monte-Carlo log-likelihood
+    #[arg(long)]
+    pub tau: Option<String>,
     /// Standardise every feature with the training set's mean and standard deviation
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub standardize: Option<bool>,
@@ -71,7 +88,8 @@ pub struct TrainOptions {
     /// Hidden activation, for the units-per-layer form of --arch [default: relu]
     #[arg(long)]
     pub activation: Option<Activation>,
-    /// Loss: softmax-cross-entropy, mse or bce-with-logits (on one-hot labels) [default: softmax-cross-entropy]
+    /// Loss: softmax-cross-entropy, mse or bce-with-logits (on one-hot labels); for regression mse or
+    /// gaussian-nll [default: softmax-cross-entropy; mse with --target-col]
     #[arg(long)]
     pub loss: Option<Loss>,
     /// Weight init: he, glorot, or a standard deviation σ for N(0, σ²) [default: he for the ReLU family]
@@ -137,7 +155,7 @@ pub struct TrainOptions {
 /// list is written once (a test checks it against the flags clap knows).
 macro_rules! with_option_fields {
     ($m:ident!($($args:tt)*)) => {
-        $m!($($args)*; data, test_data, label_col, standardize, arch, keep, keep_file, scaling, activation,
+        $m!($($args)*; data, test_data, label_col, target_col, standardize_targets, tau, standardize, arch, keep, keep_file, scaling, activation,
             loss, init, val, epochs, batch, optimizer, lr, lr_schedule, momentum, momentum_start,
             momentum_ramp_epochs, scale_lr_by_momentum, weight_decay, max_norm, patience, seed, out,
             checkpoint_every, log, plot)
@@ -193,6 +211,15 @@ impl TrainOptions {
         let options = self;
         with_option_fields!(given_fields!(options))
     }
+}
+
+/// The observation precision of a homoscedastic regression model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tau {
+    /// τ in the targets' original units.
+    Given(f64),
+    /// Chosen on the validation set after training (`dropnet::regression::choose_tau`).
+    Auto,
 }
 
 /// Options of one run with where each came from: the command line, or a recipe.
@@ -253,6 +280,7 @@ impl Options {
         if v.patience == Some(0) {
             return Err(self.error("patience", "must be at least 1"));
         }
+        self.check_regression()?;
         if v.checkpoint_every == Some(0) {
             return Err(self.error("checkpoint_every", "must be at least 1"));
         }
@@ -286,6 +314,53 @@ impl Options {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The regression options make sense together: they need `--target-col`, `--tau` needs the
+    /// mse loss, and `--tau auto` a validation set.
+    fn check_regression(&self) -> Result<()> {
+        let v = &self.values;
+        let given = v.given();
+        if v.target_col.is_none() {
+            if let Some(field) = ["standardize_targets", "tau"].into_iter().find(|f| given.contains(f)) {
+                return Err(self.error(field, "applies to regression: give the target columns with --target-col"));
+            }
+            if v.loss == Some(Loss::GaussianNll) {
+                return Err(self.error("loss", "gaussian-nll needs continuous targets: give --target-col"));
+            }
+            return Ok(());
+        }
+        if let Some(loss) = v.loss.filter(|l| *l != Loss::MeanSquaredError && *l != Loss::GaussianNll) {
+            return Err(self.error("loss", format!("{loss} is for class labels: regression takes mse or gaussian-nll")));
+        }
+        if v.tau.is_some() && self.loss() == Loss::GaussianNll {
+            return Err(self.error(
+                "tau",
+                "has no effect with --loss gaussian-nll: the network predicts its own variance per example",
+            ));
+        }
+        if self.tau()? == Some(Tau::Auto) && v.val.unwrap_or(defaults::VAL) == 0 {
+            return Err(self.error("tau", "auto needs --val N: τ is chosen on the validation set"));
+        }
+        Ok(())
+    }
+
+    /// The loss: as given, else mse for regression and softmax cross-entropy for classification.
+    pub fn loss(&self) -> Loss {
+        let v = &self.values;
+        v.loss.unwrap_or(if v.target_col.is_some() { Loss::MeanSquaredError } else { Loss::default() })
+    }
+
+    /// `--tau`: a positive, finite precision or `auto`.
+    pub fn tau(&self) -> Result<Option<Tau>> {
+        match self.values.tau.as_deref() {
+            None => Ok(None),
+            Some("auto") => Ok(Some(Tau::Auto)),
+            Some(text) => match text.parse::<f64>() {
+                Ok(t) if t > 0.0 && t.is_finite() => Ok(Some(Tau::Given(t))),
+                _ => Err(self.error("tau", format!("'{text}': expected a positive number or auto"))),
+            },
+        }
     }
 
     /// Refuse every option but [`RESUME_OPTIONS`]: the file defines the run.
@@ -425,13 +500,15 @@ impl Options {
     /// The state a new run starts from.
     pub fn train_state(&self) -> Result<TrainState> {
         let v = &self.values;
-        Ok(TrainState::new(
+        let mut state = TrainState::new(
             v.batch.unwrap_or(defaults::BATCH),
             v.val.unwrap_or(defaults::VAL),
             v.standardize.unwrap_or(false),
             v.patience,
             self.optim_config()?,
-        ))
+        );
+        state.standardize_targets = v.target_col.is_some() && v.standardize_targets.unwrap_or(true);
+        Ok(state)
     }
 }
 
@@ -449,43 +526,6 @@ pub fn parse_schedule(text: &str) -> std::result::Result<LrSchedule, String> {
         _ => None,
     };
     schedule.ok_or_else(|| format!("'{text}': expected constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA"))
-}
-
-/// Keep probabilities per noise token from a JSON file (a regular file of at most
-/// [`MAX_TEXT_FILE_BYTES`]): each entry a number (for the whole token) or an array (one per unit,
-/// or per channel of a feature map; the layer checks the count).
-pub fn read_keep_file(path: &Path, noises: usize) -> Result<Vec<Vec<f64>>> {
-    parse_keep_file(&read_text_bounded(path, MAX_TEXT_FILE_BYTES)?, path, noises)
-}
-
-/// [`read_keep_file`] on text; `origin` names it in messages. Values are checked by [`Keep`].
-pub fn parse_keep_file(text: &str, origin: &Path, noises: usize) -> Result<Vec<Vec<f64>>> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| file_error(origin, format!("not valid JSON ({e})")))?;
-    let entries = value
-        .as_array()
-        .ok_or_else(|| file_error(origin, "expected a JSON array, one entry per noise token (per dense layer)"))?;
-    if entries.len() != noises {
-        return Err(file_error(origin, format!("{} entries for {noises} noise tokens (dense layers)", entries.len())));
-    }
-    entries
-        .iter()
-        .enumerate()
-        .map(|(l, entry)| {
-            let values: Vec<f64> = match entry {
-                serde_json::Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
-                serde_json::Value::Array(values) => values
-                    .iter()
-                    .map(|v| v.as_f64().ok_or_else(|| file_error(origin, format!("entry {l}: {v} is not a number"))))
-                    .collect::<Result<_>>()?,
-                other => {
-                    return Err(file_error(origin, format!("entry {l}: {other} is neither a number nor an array")))
-                }
-            };
-            Keep::per_unit(values.clone()).map_err(|e| file_error(origin, format!("entry {l}: {e}")))?;
-            Ok(values)
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! Training curves (error per epoch) and reliability diagrams as SVG files, rendered in memory and
+//! Training curves (error or RMSE per epoch) and reliability diagrams as SVG files, rendered in memory and
 //! written atomically.
 
 use dropnet::calibration::Calibration;
 use dropnet::error::{Error, Result};
 use dropnet::files::write_atomically;
-use dropnet::train::EpochReport;
+use dropnet::train::{EpochReport, PerTarget};
 use std::path::Path;
 
 /// Draw the curves of `history` and write them to `path`.
@@ -17,16 +17,43 @@ fn render(history: &[EpochReport]) -> std::result::Result<String, String> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| e.to_string();
     type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
-    let series: [Series; 3] = [
-        ("train (with dropout)", BLUE, history.iter().map(|r| (r.epoch as f64, 100.0 * r.train_error)).collect()),
-        (
-            "validation",
-            GREEN,
-            history.iter().filter_map(|r| r.val_error.map(|e| (r.epoch as f64, 100.0 * e))).collect(),
-        ),
-        ("test", RED, history.iter().filter_map(|r| r.test_error.map(|e| (r.epoch as f64, 100.0 * e))).collect()),
-    ];
-    let y_max = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(1.0f64, f64::max) * 1.05;
+    // classification: error per epoch; regression: RMSE (averaged over the targets)
+    let regression = history.iter().any(|r| r.train_error.is_none());
+    let mean = |v: &PerTarget| v.0.iter().sum::<f64>() / v.0.len().max(1) as f64;
+    let series: [Series; 3] = if regression {
+        [
+            ("train", BLUE, Vec::new()),
+            (
+                "validation",
+                GREEN,
+                history.iter().filter_map(|r| r.val_rmse.as_ref().map(|e| (r.epoch as f64, mean(e)))).collect(),
+            ),
+            (
+                "test",
+                RED,
+                history.iter().filter_map(|r| r.test_rmse.as_ref().map(|e| (r.epoch as f64, mean(e)))).collect(),
+            ),
+        ]
+    } else {
+        let pct = |e: Option<f64>| e.map(|e| 100.0 * e);
+        [
+            (
+                "train (with dropout)",
+                BLUE,
+                history.iter().filter_map(|r| pct(r.train_error).map(|e| (r.epoch as f64, e))).collect(),
+            ),
+            (
+                "validation",
+                GREEN,
+                history.iter().filter_map(|r| pct(r.val_error).map(|e| (r.epoch as f64, e))).collect(),
+            ),
+            ("test", RED, history.iter().filter_map(|r| pct(r.test_error).map(|e| (r.epoch as f64, e))).collect()),
+        ]
+    };
+    let y_desc = if regression { "RMSE (original units, mean over targets)" } else { "error (%)" };
+    let floor = if regression { 0.0 } else { 1.0 };
+    let y_max = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).fold(floor, f64::max) * 1.05;
+    let y_max = if y_max > 0.0 { y_max } else { 1.0 };
     let x_max = history.len().max(2) as f64;
     let mut svg = String::new();
     {
@@ -39,7 +66,7 @@ fn render(history: &[EpochReport]) -> std::result::Result<String, String> {
             .y_label_area_size(55)
             .build_cartesian_2d(1.0..x_max, 0.0..y_max)
             .map_err(|e| err(&e))?;
-        chart.configure_mesh().x_desc("epoch").y_desc("error (%)").draw().map_err(|e| err(&e))?;
+        chart.configure_mesh().x_desc("epoch").y_desc(y_desc).draw().map_err(|e| err(&e))?;
         for (name, color, points) in series {
             if points.is_empty() {
                 continue;

@@ -23,7 +23,8 @@ pub struct DataArgs {
     /// Test CSV file (with a CSV --data)
     #[arg(long)]
     test_data: Option<PathBuf>,
-    /// Label column of CSV data: index from 0, or a header name [default: 0]
+    /// Label column of CSV data: index from 0, or a header name [default: 0; a regression model
+    /// reads the target columns it was trained on]
     #[arg(long)]
     label_col: Option<String>,
 }
@@ -87,7 +88,15 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<N
     let (model, args) = (&run.model, &run.data);
     let saved = model_file::load(model)?;
     let dir = data::discover(args.data.as_deref())?;
-    let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref())?;
+    let targets = saved.regression.as_ref().map(|r| r.targets.clone());
+    if let (Some(targets), true) = (&targets, args.label_col.is_some() || dir.is_dir()) {
+        return Err(Error::Config(format!(
+            "{} is a regression model: it evaluates a CSV file with its target column(s) {}, and takes no --label-col",
+            model.display(),
+            targets.join(",")
+        )));
+    }
+    let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref(), targets.as_deref())?;
     let set = examples_for(&saved, &dir, &source, model)?;
     let mut inputs = vec![NamedPath::new("--model", model)];
     inputs.extend(source.input_files().into_iter().map(|p| NamedPath::new("--data", p)));
@@ -131,8 +140,19 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         ));
     }
     let (mut saved, set, mc, mut inputs) = model_and_data(&args.run)?;
+    if saved.regression.is_some() {
+        if let Some(flag) = [("--reliability", args.reliability.is_some()), ("--ood-data", args.ood_data.is_some())]
+            .into_iter()
+            .find_map(|(flag, given)| given.then_some(flag))
+        {
+            return Err(Error::Config(format!(
+                "{flag} applies to classification models, and this one is a regression model"
+            )));
+        }
+        return crate::regress::eval(&mut saved, &set, mc, args.json);
+    }
     let ood_source = match &args.ood_data {
-        Some(dir) => Some((dir, Source::from_path(dir, None, None)?)),
+        Some(dir) => Some((dir, Source::from_path(dir, None, None, None)?)),
         None => None,
     };
     if let Some((_, source)) = &ood_source {
@@ -142,13 +162,13 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         check_outputs(&[NamedPath::new("--reliability", path)], &inputs)?;
     }
     let (error, loss) = evaluate(&mut saved.net, &set, saved.loss)?;
-    let eval_calibration = calibration_of(&predict(&mut saved.net, &set.x, saved.loss, None)?, &set.labels)?;
+    let eval_calibration = calibration_of(&predict(&mut saved.net, &set.x, saved.loss, None)?, set.labels()?)?;
     let mc_predictions = match mc {
         Some(t) => Some(predict(&mut saved.net, &set.x, saved.loss, Some(t))?),
         None => None,
     };
     let mc_calibration = match &mc_predictions {
-        Some(p) => Some(calibration_of(p, &set.labels)?),
+        Some(p) => Some(calibration_of(p, set.labels()?)?),
         None => None,
     };
     let ood = match (&ood_source, &mc_predictions) {
@@ -170,7 +190,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
             "nll": eval_calibration.nll, "brier": eval_calibration.brier, "ece": eval_calibration.ece,
         });
         if let (Some(t), Some(p), Some(c)) = (mc, &mc_predictions, &mc_calibration) {
-            report["mc_error"] = serde_json::json!(misclassified(p, &set.labels));
+            report["mc_error"] = serde_json::json!(misclassified(p, set.labels()?));
             report["mc_samples"] = serde_json::json!(t);
             report["mc_nll"] = serde_json::json!(c.nll);
             report["mc_brier"] = serde_json::json!(c.brier);
@@ -187,7 +207,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         let c = &eval_calibration;
         println!("calibration: nll {:.4}  brier {:.4}  ece {:.4}", c.nll, c.brier, c.ece);
         if let (Some(t), Some(p), Some(c)) = (mc, &mc_predictions, &mc_calibration) {
-            println!("Monte-Carlo dropout ({t} samples): error {:.2}%", 100.0 * misclassified(p, &set.labels));
+            println!("Monte-Carlo dropout ({t} samples): error {:.2}%", 100.0 * misclassified(p, set.labels()?));
             println!("Monte-Carlo calibration: nll {:.4}  brier {:.4}  ece {:.4}", c.nll, c.brier, c.ece);
         }
         if let Some(((entropy, mi), n)) = ood {
@@ -210,13 +230,16 @@ pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
     if let Some(n) = args.limit {
         set = set.subset(&(0..n.min(set.len())).collect::<Vec<_>>());
     }
+    if saved.regression.is_some() {
+        return crate::regress::predict(&mut saved, &set, mc, args.json);
+    }
     let started = Instant::now();
     let predictions = predict(&mut saved.net, &set.x, saved.loss, mc)?;
     let seconds = started.elapsed().as_secs_f64();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let write_error = |e: std::io::Error| Error::Config(format!("cannot write to stdout: {e}"));
-    for (i, (p, &label)) in predictions.iter().zip(&set.labels).enumerate() {
+    for (i, (p, &label)) in predictions.iter().zip(set.labels()?).enumerate() {
         if args.json {
             let mut line = serde_json::to_value(p).expect("plain data serialises");
             line["index"] = serde_json::json!(i);
@@ -231,7 +254,7 @@ pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
             .map_err(write_error)?;
         }
     }
-    let error = misclassified(&predictions, &set.labels);
+    let error = misclassified(&predictions, set.labels()?);
     let rate = predictions.len() as f64 / seconds.max(1e-9);
     if args.json {
         let summary = serde_json::json!({

@@ -6,15 +6,16 @@
 //! that diverges writes nothing and says what the output file holds.
 
 use crate::observer::{CliObserver, ModelOutput, Written};
-use crate::options::{defaults, Options, TrainOptions};
+use crate::options::{defaults, Options, Tau, TrainOptions};
 use crate::signals::{self, Signals};
 use clap::Args;
 use dropnet::data::{self, Source, Standardization};
 use dropnet::error::{Error, Result};
 use dropnet::files::{check_outputs, same_file, NamedPath};
-use dropnet::model_file::{self, Saved};
+use dropnet::model_file::{self, Regression, Saved};
 use dropnet::optim::Optimizer;
-use dropnet::train::{self, first_non_finite, Divergence, Stop, TrainState};
+use dropnet::regression::{choose_tau, Outputs};
+use dropnet::train::{self, first_non_finite, Divergence, PerTarget, Stop, TrainState};
 use dropnet::{Loss, Network};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ struct Run {
     out: PathBuf,
     /// The standardisation saved with a resumed run (the data must give it again).
     saved_standardization: Option<Standardization>,
+    /// The regression targets saved with a resumed run, or a new run's τ (`--tau T`).
+    saved_regression: Option<Regression>,
     /// Whether the output file existed before the run, and what it held if it is the resumed run.
     out_before: Option<String>,
 }
@@ -61,8 +64,20 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let log = options.values.log.as_deref();
     let plot = options.values.plot.as_deref();
     let signals = Signals::install()?;
-    let splits = data::load(&run.source, run.state.val, run.net.seed(), run.state.standardize)?;
-    if args.resume.is_some() && splits.standardization != run.saved_standardization {
+    let load = data::LoadOptions {
+        val: run.state.val,
+        seed: run.net.seed(),
+        standardize: run.state.standardize,
+        standardize_targets: run.state.standardize_targets,
+    };
+    let splits = data::load(&run.source, load)?;
+    let regression = regression_of(&splits, run.saved_regression.as_ref());
+    let resumed = args.resume.is_some();
+    if resumed
+        && (splits.standardization != run.saved_standardization
+            || regression.as_ref().map(|r| &r.target_standardization)
+                != run.saved_regression.as_ref().map(|r| &r.target_standardization))
+    {
         return Err(Error::Config(format!(
             "the data in {} no longer gives the standardisation the run was trained with: it has changed",
             run.source.path().display()
@@ -87,7 +102,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         run.epochs,
         run.net.seed()
     );
-    let model = ModelOutput { path: run.out.clone(), loss: run.loss, standardization: splits.standardization.clone() };
+    let model = ModelOutput {
+        path: run.out.clone(),
+        loss: run.loss,
+        standardization: splits.standardization.clone(),
+        regression,
+    };
     let checkpoint_every = options.values.checkpoint_every;
     let mut observer = CliObserver::new(model, log, plot, checkpoint_every, run.state.batch, &signals)?;
     let step_at_start = run.state.step;
@@ -95,6 +115,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     let stop = train::train(&mut run.net, &mut run.opt, run.loss, &splits, run.epochs, &mut run.state, &mut observer)?;
     let wall_s = started.elapsed().as_secs_f64();
     observer.finish();
+    if run.state.choose_tau && matches!(stop, Stop::Finished | Stop::EarlyStopped) {
+        let val = splits.val.as_ref().ok_or_else(|| Error::Config("--tau auto needs --val N".into()))?;
+        let regression = observer.model.regression.as_mut().expect("--tau applies to regression");
+        let outputs = Outputs::of(&run.net, run.loss, regression.target_standardization.as_ref())?;
+        let tau = choose_tau(&mut run.net, val, outputs, TAU_SAMPLES)?;
+        eprintln!("τ chosen on the validation set ({TAU_SAMPLES} Monte-Carlo samples): {tau:.6}");
+        regression.tau = Some(tau);
+    }
     let status = conclude(&stop, &mut run, &mut observer, step_at_start, &signals, &options)?;
     if status == 0 {
         // The final model file supersedes any checkpoint that failed.
@@ -105,6 +133,19 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         crate::print_error(&format!("the {} {} was not written completely: {}", u.what, u.path.display(), u.reason));
     }
     Ok(ExitCode::from(if status == 0 && !observer.unwritten.is_empty() { 1 } else { status }))
+}
+
+/// Monte-Carlo samples `--tau auto` scores each candidate τ with.
+const TAU_SAMPLES: u32 = 100;
+
+/// The regression targets of a run on `splits` (`None` for classification), with the τ of
+/// `saved` (a resumed run's file, or a new run's `--tau`).
+fn regression_of(splits: &data::Splits, saved: Option<&Regression>) -> Option<Regression> {
+    matches!(splits.train.y, data::Targets::Values(_)).then(|| Regression {
+        targets: splits.target_names.clone(),
+        target_standardization: splits.target_standardization.clone(),
+        tau: saved.and_then(|r| r.tau),
+    })
 }
 
 /// The inputs of a run, named by the flags that gave them (no output may be one of them).
@@ -134,11 +175,17 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let v = &options.values;
     let dir = data::discover(v.data.as_deref())?;
     // Read and named in messages as the user gave it; recorded with absolute paths for --resume.
-    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref())?;
+    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref(), v.target_col.as_deref())?;
     let out = v.out.clone().unwrap_or_else(|| PathBuf::from(defaults::OUT));
     check_outputs(&outputs(options, &out, "the model file"), &inputs(&source, recipe, v.keep_file.as_deref()))?;
     let net = options.network()?;
     let mut state = options.train_state()?;
+    let tau = options.tau()?;
+    state.choose_tau = tau == Some(Tau::Auto);
+    let saved_regression = match tau {
+        Some(Tau::Given(t)) => Some(Regression { targets: Vec::new(), target_standardization: None, tau: Some(t) }),
+        _ => None,
+    };
     let opt = Optimizer::new(state.optimizer.clone())?;
     let epochs = v.epochs.unwrap_or(defaults::EPOCHS);
     state.target_epochs = Some(epochs);
@@ -148,11 +195,12 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
         net,
         opt,
         state,
-        loss: v.loss.unwrap_or_default(),
+        loss: options.loss(),
         source,
         epochs,
         out,
         saved_standardization: None,
+        saved_regression,
         out_before,
     })
 }
@@ -160,7 +208,7 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
 fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
     options.check_resume()?;
     let v = &options.values;
-    let Saved { net, loss, training, slots, standardization, .. } = model_file::load(path)?;
+    let Saved { net, loss, training, slots, standardization, regression, .. } = model_file::load(path)?;
     let file_error = |message: String| Error::File { path: path.to_path_buf(), message };
     let mut state =
         training.ok_or_else(|| file_error("no training state: it was not written by dropnet train".into()))?;
@@ -209,7 +257,18 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
     } else {
         std::fs::metadata(&out).is_ok().then(|| "what it held before".to_string())
     };
-    Ok(Run { net, opt, state, loss, source, epochs, out, saved_standardization: standardization, out_before })
+    Ok(Run {
+        net,
+        opt,
+        state,
+        loss,
+        source,
+        epochs,
+        out,
+        saved_standardization: standardization,
+        saved_regression: regression,
+        out_before,
+    })
 }
 
 /// Save what the stop calls for and say what happened; the exit status (0, 1, or 128 + the
@@ -288,8 +347,9 @@ fn report(json: bool, run: &Run, stop: &Stop, observer: &CliObserver<'_>, wall_s
         Stop::Diverged(_) => "diverged",
     };
     let written = observer.written.is_some();
+    let rmse = |r: Option<&PerTarget>| r.map(|r| PerTarget::json(&r.0));
     if json {
-        let summary = serde_json::json!({
+        let mut summary = serde_json::json!({
             "test_error": last.and_then(|r| r.test_error),
             "val_error": last.and_then(|r| r.val_error),
             "train_loss": last.map(|r| r.train_loss),
@@ -302,6 +362,14 @@ fn report(json: bool, run: &Run, stop: &Stop, observer: &CliObserver<'_>, wall_s
             "written": written,
             "unwritten": observer.unwritten.iter().map(|u| u.path.display().to_string()).collect::<Vec<_>>(),
         });
+        if let Some(regression) = &observer.model.regression {
+            summary["test_rmse"] = serde_json::json!(rmse(last.and_then(|r| r.test_rmse.as_ref())));
+            summary["val_rmse"] = serde_json::json!(rmse(last.and_then(|r| r.val_rmse.as_ref())));
+            summary["tau"] = serde_json::json!(regression.tau);
+            for key in ["test_error", "val_error"] {
+                summary.as_object_mut().expect("an object").remove(key);
+            }
+        }
         println!("{summary}");
         return;
     }
@@ -309,6 +377,16 @@ fn report(json: bool, run: &Run, stop: &Stop, observer: &CliObserver<'_>, wall_s
         return;
     }
     let how = if *stop == Stop::EarlyStopped { " (stopped early)" } else { "" };
+    if let Some(test_rmse) = last.and_then(|r| r.test_rmse.as_ref()) {
+        let figures: Vec<String> = test_rmse.0.iter().map(|v| format!("{v:.4}")).collect();
+        println!(
+            "test RMSE {} after {} epochs{how} ({wall_s:.1} s); model written to {}",
+            figures.join(", "),
+            state.epochs_done,
+            run.out.display()
+        );
+        return;
+    }
     match last.and_then(|r| r.test_error) {
         Some(err) => println!(
             "test error {:.2}% after {} epochs{how} ({wall_s:.1} s); model written to {}",

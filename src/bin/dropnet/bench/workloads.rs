@@ -84,9 +84,10 @@ pub const EPOCH_STEPS: usize = 469;
 
 /// The real MNIST training and test sets of `dir`, refused when they are not MNIST.
 fn mnist(dir: &Path, workload: &str) -> Result<(Dataset, Dataset)> {
-    let splits = data::load(&Source::Idx(dir.to_path_buf()), 0, W1_SEED, false)?;
+    let splits =
+        data::load(&Source::Idx(dir.to_path_buf()), data::LoadOptions { seed: W1_SEED, ..Default::default() })?;
     let mut counts = [0usize; 10];
-    splits.train.labels.iter().for_each(|&y| counts[y.min(9)] += 1);
+    splits.train.labels()?.iter().for_each(|&y| counts[y.min(9)] += 1);
     if counts != MNIST_TRAIN_LABEL_COUNTS || splits.train.features() != 784 {
         return Err(Error::File {
             path: dir.to_path_buf(),
