@@ -6,6 +6,7 @@
 use dropnet::data::Dataset;
 use dropnet::optim::{OptimConfig, Optimizer};
 use dropnet::train::{train_step, StepBuffers};
+
 use dropnet::{Activation, Architecture, Loss, Matrix, Network, Scaling};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -41,6 +42,23 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Allocations made by the steps after the first three of `batches` (on this thread).
+fn steady_state_allocations(
+    net: &mut Network<f32>,
+    opt: &mut Optimizer,
+    loss: Loss,
+    data: &Dataset,
+    batches: &[Vec<usize>],
+) -> usize {
+    let mut buffers = StepBuffers::default();
+    for (step, batch) in batches.iter().enumerate() {
+        WATCHING.with(|w| w.set(step >= 3));
+        train_step(net, opt, loss, data, batch, step as u64, 0, &mut buffers).unwrap();
+    }
+    WATCHING.with(|w| w.set(false));
+    ALLOCATIONS.swap(0, Ordering::Relaxed)
+}
+
 #[test]
 fn a_steady_state_training_step_allocates_nothing() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -58,20 +76,30 @@ fn a_steady_state_training_step_allocates_nothing() {
         let x = Matrix::from_fn(256, 100, |i, k| ((i * 3 + k) % 7) as f32 / 7.0);
         let data = Dataset::new(x, (0..256).map(|i| i % 10).collect(), std::path::Path::new("memory")).unwrap();
         let batches: Vec<Vec<usize>> = (0..8).map(|b| (b * 32..b * 32 + 32).collect()).collect();
-        let mut buffers = StepBuffers::default();
-        for (step, batch) in batches.iter().enumerate().take(3) {
-            train_step(&mut net, &mut opt, Loss::SoftmaxCrossEntropy, &data, batch, step as u64, 0, &mut buffers)
-                .unwrap();
-        }
-        WATCHING.with(|w| w.set(true));
-        for (step, batch) in batches.iter().enumerate().skip(3) {
-            train_step(&mut net, &mut opt, Loss::SoftmaxCrossEntropy, &data, batch, step as u64, 0, &mut buffers)
-                .unwrap();
-        }
-        WATCHING.with(|w| w.set(false));
-        let in_steps = ALLOCATIONS.swap(0, Ordering::Relaxed);
+        let in_steps = steady_state_allocations(&mut net, &mut opt, Loss::SoftmaxCrossEntropy, &data, &batches);
         assert_eq!(in_steps, 0, "5 steady-state steps allocated {in_steps} times");
 
+        // The UCI protocol's regression step (13 features, 50 units, Adam with weight decay, mse
+        // on one target, batches of 128 and a last one of 71) allocates nothing either.
+        let arch =
+            Architecture::mlp(&[13, 50, 1], Activation::Relu, Activation::Identity, &[0.95, 0.95], Scaling::Inverted)
+                .unwrap();
+        let mut net = Network::<f32>::new(&arch, 3).unwrap();
+        let config = OptimConfig {
+            method: dropnet::optim::Method::Adam,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(config).unwrap();
+        let x = Matrix::from_fn(455, 13, |i, k| ((i * 5 + k) % 11) as f32 / 11.0);
+        let y = Matrix::from_fn(455, 1, |i, _| (i % 13) as f32 / 13.0);
+        let data = Dataset::regression(x, y, std::path::Path::new("memory")).unwrap();
+        // epochs of 455 examples: 128, 128, 128, 71, then the next epoch's 128s
+        let epoch: Vec<Vec<usize>> = [0..128, 128..256, 256..384, 384..455].into_iter().map(|r| r.collect()).collect();
+        let batches: Vec<Vec<usize>> = epoch.iter().chain(&epoch).cloned().collect();
+        let in_steps = steady_state_allocations(&mut net, &mut opt, Loss::MeanSquaredError, &data, &batches);
+        assert_eq!(in_steps, 0, "the regression steps allocated {in_steps} times");
         // The counter does see an allocation made on this thread while watching.
         WATCHING.with(|w| w.set(true));
         let probe = std::hint::black_box(Vec::<u8>::with_capacity(16));

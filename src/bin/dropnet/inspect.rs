@@ -48,6 +48,9 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
             "scaling": net.noises().first().map(|n| n.scaling().to_string()),
             "seed": net.seed(),
             "loss": saved.loss.name(),
+            "task": if saved.regression.is_some() { "regression" } else { "classification" },
+            "targets": saved.regression.as_ref().map(|r| &r.targets),
+            "tau": saved.regression.as_ref().and_then(|r| r.tau),
             "epochs_done": state.map(|s| s.epochs_done),
             "history": state.map(|s| &s.history),
         });
@@ -55,6 +58,10 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
     } else {
         println!("{}", saved.net);
         println!("loss: {}", saved.loss);
+        if let Some(r) = &saved.regression {
+            let tau = r.tau.map_or("none".to_string(), |t| t.to_string());
+            println!("regression of {} (τ {tau})", r.targets.join(", "));
+        }
         if let Some(s) = state {
             println!("trained {} epochs ({} steps, batch {})", s.epochs_done, s.step, s.batch);
             if let Some(p) = &s.partial_epoch {
@@ -62,7 +69,17 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
             }
             if let Some(r) = s.history.last() {
                 let pct = |e: Option<f64>| e.map_or("-".to_string(), |e| format!("{:.2}%", 100.0 * e));
-                println!("last epoch: test error {}, validation error {}", pct(r.test_error), pct(r.val_error));
+                let rmse = |e: &Option<dropnet::train::PerTarget>| {
+                    e.as_ref().map_or("-".to_string(), |e| format!("{:?}", e.0))
+                };
+                match r.train_error {
+                    Some(_) => {
+                        println!("last epoch: test error {}, validation error {}", pct(r.test_error), pct(r.val_error))
+                    }
+                    None => {
+                        println!("last epoch: test RMSE {}, validation RMSE {}", rmse(&r.test_rmse), rmse(&r.val_rmse))
+                    }
+                }
             }
         }
     }
