@@ -125,7 +125,7 @@ pub fn cases() -> Vec<Case> {
 fn stack_cases() -> Vec<Case> {
     use KeepKind::*;
     use Scaling::*;
-    let stacks: [(&str, &str, KeepKind, Scaling); 12] = [
+    let stacks: [(&str, &str, KeepKind, Scaling); 14] = [
         ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
         ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
         ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
@@ -138,6 +138,8 @@ fn stack_cases() -> Vec<Case> {
         ("perchannel-map-conv", "3x5x5,keep0.7,conv2k3,selu,flatten,dense3", PerLayer, Inverted),
         ("noise-before-maxpool", "2x6x6,conv3k3p1,tanh,keep0.7,maxpool2,flatten,dense3", PerUnit, Inverted),
         ("activation-after-avgpool", "2x6x6,conv3k3p1,avgpool2,relu,spatial0.8,flatten,dense3", PerUnit, Standard),
+        ("gaussian-mlp", "6,gaussian0.7,dense5,tanh,gaussian0.5,dense3", PerUnit, Inverted),
+        ("gaussian-conv", "2x5x5,gaussian0.8,conv3k3,relu,flatten,gaussian0.6,dense3", PerLayer, Inverted),
     ];
     let mut cases: Vec<Case> = stacks
         .iter()
@@ -149,6 +151,9 @@ fn stack_cases() -> Vec<Case> {
         .collect();
     let mut eval = cases[3].clone();
     (eval.name, eval.eval) = ("conv-maxpool-eval-batch3".into(), true);
+    cases.push(eval);
+    let mut eval = cases[12].clone();
+    (eval.name, eval.eval) = ("gaussian-mlp-eval-batch3".into(), true);
     cases.push(eval);
     cases
 }
@@ -393,7 +398,7 @@ mod tests {
             let mut da_tilde = Matrix::zeros(dz.rows(), layer.inputs());
             matmul(&mut da_tilde, &dz, Trans::No, &layer.weight, Trans::No, false).unwrap();
             // The mistake: da = da_tilde · r, without the / keep.
-            let mask = layer.noise.as_ref().unwrap().mask();
+            let mask = layer.noise.as_ref().unwrap().mask().expect("a Bernoulli noise");
             da = Matrix::from_fn(da_tilde.rows(), da_tilde.cols(), |i, k| {
                 if mask.get(i, k) {
                     da_tilde.get(i, k)

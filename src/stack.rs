@@ -65,6 +65,19 @@ pub enum NoiseKind {
     Bernoulli,
     /// `spatialP`: a Bernoulli bit per channel of a feature map, shared by its positions.
     Spatial,
+    /// `gaussianP`: multiplicative noise `N(1, (1 − P)/P)` per unit (Srivastava et al. 2014, §10).
+    Gaussian,
+}
+
+impl NoiseKind {
+    /// The token's name, before its keep probability.
+    pub fn token(self) -> &'static str {
+        match self {
+            NoiseKind::Bernoulli => "keep",
+            NoiseKind::Spatial => "spatial",
+            NoiseKind::Gaussian => "gaussian",
+        }
+    }
 }
 
 /// A noise token: its kind, keep probabilities (one for all, or one per unit or per channel) and
@@ -90,7 +103,7 @@ pub enum Token {
 }
 
 /// The noise kinds that the dropout-family work will add: reserved names, an error for now.
-const RESERVED_NOISE: [&str; 4] = ["gaussian", "alpha", "dropconnect", "concrete"];
+const RESERVED_NOISE: [&str; 3] = ["alpha", "dropconnect", "concrete"];
 
 impl Token {
     /// The token as `--arch` spells it (keep probabilities other than a single one print as `keep*`,
@@ -119,7 +132,7 @@ impl Token {
             Token::Flatten => "flatten".into(),
             Token::Activation { activation } => activation.name().replace('-', ""),
             Token::Noise(n) => {
-                let name = if n.noise == NoiseKind::Spatial { "spatial" } else { "keep" };
+                let name = n.noise.token();
                 match n.keep.as_slice() {
                     [p] => format!("{name}{p}"),
                     _ => format!("{name}*"),
@@ -148,10 +161,16 @@ impl Token {
         if text == "flatten" {
             return Ok(Token::Flatten);
         }
-        for (name, kind) in [("keep", NoiseKind::Bernoulli), ("spatial", NoiseKind::Spatial)] {
+        for kind in [NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian] {
+            let name = kind.token();
             if let Some(rest) = text.strip_prefix(name) {
                 let p: f64 = rest.parse().map_err(|_| bad(&format!("expected {name}P with a keep probability P")))?;
                 crate::dropout::Keep::uniform(p, 1).map_err(|e| bad(&e.to_string()))?;
+                if kind == NoiseKind::Gaussian && scaling == Scaling::Standard {
+                    return Err(bad(
+                        "Gaussian dropout has no standard convention (its noise has mean 1): drop --scaling standard",
+                    ));
+                }
                 return Ok(Token::Noise(NoiseSpec { noise: kind, keep: vec![p], scaling }));
             }
         }
@@ -295,7 +314,7 @@ mod tests {
             ("784,dense0", "'dense0'"),
             ("784,conv3", "convCkK"),
             ("784,keep1.5", "outside (0, 1]"),
-            ("784,gaussian0.5", "reserved for the dropout family"),
+            ("784,alpha0.5", "reserved for the dropout family"),
             ("784,swish", "'swish'"),
             ("28x28,dense3", "the first token must be the input"),
         ] {

@@ -120,7 +120,7 @@ fn forward_and_backward_use_the_same_mask_bits() {
     layer.forward(&ones, Mode::Train { step: 1 }, 8).unwrap();
     let mut da = Matrix::zeros(0, 0);
     layer.backward(&ones, Some(&mut da)).unwrap();
-    let mask = layer.noise.as_ref().unwrap().mask();
+    let mask = layer.noise.as_ref().unwrap().mask().unwrap();
     let mut dropped = 0;
     for i in 0..64 {
         for (k, &p) in KEEP.iter().enumerate() {

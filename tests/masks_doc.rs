@@ -1,7 +1,7 @@
 //! The test vectors of docs/masks.md (computed there by an independent Python implementation)
 //! against the library: the bit rule itself and the masks a network actually draws.
 
-use dropnet::dropout::{mask_bit, mask_word, threshold, MaskDraw};
+use dropnet::dropout::{gaussian_normal, mask_bit, mask_word, threshold, MaskDraw};
 use dropnet::rng::Stream;
 use dropnet::stack::Stack;
 use dropnet::{Activation, Architecture, Matrix, Mode, Network, Scaling};
@@ -82,7 +82,7 @@ fn a_training_network_draws_the_documented_bits() {
         for v in vectors().iter().filter(|v| v.draw.seed == 42 && v.draw.stream == Stream::Mask && v.draw.step == step)
         {
             if v.draw.layer < 2 && v.row < 6 && v.keep == 0.8 {
-                let mask = net.noises()[v.draw.layer as usize].mask();
+                let mask = net.noises()[v.draw.layer as usize].mask().unwrap();
                 assert_eq!(mask.get(v.row as usize, v.column as usize), v.bit);
                 checked += 1;
             }
@@ -117,12 +117,12 @@ fn feature_map_masks_use_the_documented_columns() {
         for (h, w, c) in (0..18).map(|k| (k / 6, k / 2 % 3, k % 2)) {
             let column = (h * 3 + w) * 2 + c;
             let bit = mask_bit(&draw(0), row as u32, column as u32, 0.5);
-            assert_eq!(noises[0].mask().get(row, column), bit, "row {row}, (h, w, c) = ({h}, {w}, {c})");
+            assert_eq!(noises[0].mask().unwrap().get(row, column), bit, "row {row}, (h, w, c) = ({h}, {w}, {c})");
         }
         let spatial = noises[1].spatial().expect("the second noise is spatial");
         for c in 0..4 {
             let bit = mask_bit(&draw(1), row as u32, c as u32, 0.5);
-            assert_eq!(noises[1].mask().get(row, c), bit, "row {row}, channel {c}");
+            assert_eq!(noises[1].mask().unwrap().get(row, c), bit, "row {row}, channel {c}");
             // inverted scaling: a kept channel is multiplied by 1/keep = 2 at every position
             assert_eq!(spatial.factors(row)[c], if bit { 2.0 } else { 0.0 });
             if bit {
@@ -134,4 +134,40 @@ fn feature_map_masks_use_the_documented_columns() {
     }
     // 20 channel bits at keep 0.5: both outcomes occur (all 20 alike has probability 2·2^-20)
     assert!(kept > 0 && dropped > 0);
+}
+
+fn stream(name: &str) -> Stream {
+    match name {
+        "mask" => Stream::Mask,
+        "mc-mask" => Stream::McMask,
+        other => panic!("unknown stream {other}"),
+    }
+}
+
+#[test]
+fn every_documented_gaussian_vector_matches_and_a_network_draws_it() {
+    let rows = table("gaussian");
+    assert!(rows.len() >= 8, "the table was not found or is short");
+    for r in &rows {
+        let draw = MaskDraw {
+            seed: r[0].parse().unwrap(),
+            stream: stream(&r[1]),
+            layer: r[2].parse().unwrap(),
+            step: r[3].parse().unwrap(),
+            first_row: 0,
+        };
+        let (row, column, keep): (u32, u32, f64) =
+            (r[4].parse().unwrap(), r[5].parse().unwrap(), r[6].parse().unwrap());
+        let n = gaussian_normal(&draw, row, column);
+        assert_eq!(n, r[7].parse::<f64>().unwrap(), "n of {r:?}");
+        let factor = (1.0 + ((1.0 - keep) / keep).sqrt() * n) as f32;
+        assert_eq!(factor.to_bits(), u32::from_str_radix(&r[8], 16).unwrap(), "ε of {r:?}");
+    }
+    // the seed-42 row (layer 1, step 7, row 5, column 783, keep 0.8) in a network's second noise
+    let stack = Stack::parse("784,keep0.9,dense784,relu,gaussian0.8,dense3", Scaling::Inverted).unwrap();
+    let mut net = Network::<f32>::new(&Architecture::new(stack), 42).unwrap();
+    net.forward(&Matrix::from_fn(6, 784, |_, _| 1.0), Mode::Train { step: 7 }).unwrap();
+    let r = rows.iter().find(|r| r[0] == "42" && r[1] == "mask").unwrap();
+    let factor = net.noises()[1].gaussian().unwrap().factors().get(5, 783);
+    assert_eq!(factor.to_bits(), u32::from_str_radix(&r[8], 16).unwrap());
 }

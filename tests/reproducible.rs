@@ -44,7 +44,7 @@ fn network_masks_are_identical_for_one_and_two_threads() {
             pool(threads).install(|| {
                 let mut net = Network::<f32>::new(&arch, 123).unwrap();
                 net.forward(&x, Mode::Train { step: 5 }).unwrap();
-                net.noises().iter().map(|n| n.mask().clone()).collect()
+                net.noises().iter().map(|n| n.mask().expect("Bernoulli noise").clone()).collect()
             })
         })
         .collect();

@@ -17,11 +17,13 @@
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bitmask;
+mod gaussian;
 mod kernels;
 mod layer;
 mod spatial;
 
 pub use bitmask::BitMask;
+pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;
 pub use spatial::SpatialDropout;
 

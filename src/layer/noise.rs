@@ -5,7 +5,7 @@
 //! before it (and the MLP form draws the masks of dropnet's first model format).
 
 use super::Mode;
-use crate::dropout::{BitMask, Dropout, Keep, MaskDraw, Scaling, SpatialDropout};
+use crate::dropout::{BitMask, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 use crate::stack::{NoiseKind, NoiseSpec, Shape};
@@ -27,6 +27,7 @@ pub struct Noise<T: Scalar> {
 enum Kind<T: Scalar> {
     Bernoulli(Dropout<T>),
     Spatial(SpatialDropout<T>),
+    Gaussian(GaussianDropout<T>),
 }
 
 impl<T: Scalar> Noise<T> {
@@ -39,21 +40,28 @@ impl<T: Scalar> Noise<T> {
         };
         let bad = |what: String| Error::Config(format!("noise token {} (noise {ordinal}): {what}", ordinal + 1));
         let keep = &spec.keep;
+        let per_unit = || {
+            let units = shape.units();
+            let values = match (keep.len(), channels) {
+                (1, _) => vec![keep[0]; units],
+                (n, _) if n == units => keep.clone(),
+                (n, Some(c)) if n == c => (0..units).map(|k| keep[k % c]).collect(),
+                (n, _) => {
+                    return Err(bad(format!(
+                        "{n} keep values for an input of {shape}: give one, one per unit{}",
+                        if channels.is_some() { " or one per channel" } else { "" }
+                    )))
+                }
+            };
+            Keep::per_unit(values).map_err(|e| bad(e.to_string()))
+        };
         let kind = match spec.noise {
-            NoiseKind::Bernoulli => {
-                let units = shape.units();
-                let per_unit = match (keep.len(), channels) {
-                    (1, _) => vec![keep[0]; units],
-                    (n, _) if n == units => keep.clone(),
-                    (n, Some(c)) if n == c => (0..units).map(|k| keep[k % c]).collect(),
-                    (n, _) => {
-                        return Err(bad(format!(
-                            "{n} keep values for an input of {shape}: give one, one per unit{}",
-                            if channels.is_some() { " or one per channel" } else { "" }
-                        )))
-                    }
-                };
-                Kind::Bernoulli(Dropout::new(Keep::per_unit(per_unit).map_err(|e| bad(e.to_string()))?, spec.scaling))
+            NoiseKind::Bernoulli => Kind::Bernoulli(Dropout::new(per_unit()?, spec.scaling)),
+            NoiseKind::Gaussian => {
+                if spec.scaling == Scaling::Standard {
+                    return Err(bad("Gaussian dropout has no standard convention (its noise has mean 1)".into()));
+                }
+                Kind::Gaussian(GaussianDropout::new(per_unit()?))
             }
             NoiseKind::Spatial => {
                 let c =
@@ -90,6 +98,7 @@ impl<T: Scalar> Noise<T> {
         match &mut self.kind {
             Kind::Bernoulli(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Spatial(d) => d.forward(a, a_tilde, draw.as_ref()),
+            Kind::Gaussian(d) => d.forward(a, a_tilde, draw.as_ref()),
         }
     }
 
@@ -98,6 +107,7 @@ impl<T: Scalar> Noise<T> {
         match &self.kind {
             Kind::Bernoulli(d) => d.backward(da_tilde, da),
             Kind::Spatial(d) => d.backward(da_tilde, da),
+            Kind::Gaussian(d) => d.backward(da_tilde, da),
         }
     }
 
@@ -112,6 +122,7 @@ impl<T: Scalar> Noise<T> {
             match &self.kind {
                 Kind::Bernoulli(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Spatial(d) => d.backward_block_in_place(rows, cols, block, ld),
+                Kind::Gaussian(d) => d.backward_block_in_place(rows, cols, block, ld),
             }
         }
     }
@@ -121,6 +132,7 @@ impl<T: Scalar> Noise<T> {
         match &self.kind {
             Kind::Bernoulli(d) => d.keep(),
             Kind::Spatial(d) => d.keep(),
+            Kind::Gaussian(d) => d.keep(),
         }
     }
 
@@ -129,10 +141,12 @@ impl<T: Scalar> Noise<T> {
     }
 
     /// The bits of the last masked pass (`rows × units`, or `rows × channels` for spatial).
-    pub fn mask(&self) -> &BitMask {
+    /// `None` for Gaussian noise, which has factors, not bits.
+    pub fn mask(&self) -> Option<&BitMask> {
         match &self.kind {
-            Kind::Bernoulli(d) => d.mask(),
-            Kind::Spatial(d) => d.mask(),
+            Kind::Bernoulli(d) => Some(d.mask()),
+            Kind::Spatial(d) => Some(d.mask()),
+            Kind::Gaussian(_) => None,
         }
     }
 
@@ -140,7 +154,7 @@ impl<T: Scalar> Noise<T> {
     pub fn bernoulli_mut(&mut self) -> Option<&mut Dropout<T>> {
         match &mut self.kind {
             Kind::Bernoulli(d) => Some(d),
-            Kind::Spatial(_) => None,
+            _ => None,
         }
     }
 
@@ -148,7 +162,15 @@ impl<T: Scalar> Noise<T> {
     pub fn spatial(&self) -> Option<&SpatialDropout<T>> {
         match &self.kind {
             Kind::Spatial(d) => Some(d),
-            Kind::Bernoulli(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The Gaussian dropout, for the convolution's input-gradient epilogue.
+    pub fn gaussian(&self) -> Option<&GaussianDropout<T>> {
+        match &self.kind {
+            Kind::Gaussian(d) => Some(d),
+            _ => None,
         }
     }
 
@@ -156,7 +178,7 @@ impl<T: Scalar> Noise<T> {
     pub fn bernoulli(&self) -> Option<&Dropout<T>> {
         match &self.kind {
             Kind::Bernoulli(d) => Some(d),
-            Kind::Spatial(_) => None,
+            _ => None,
         }
     }
 }
