@@ -125,7 +125,7 @@ pub fn cases() -> Vec<Case> {
 fn stack_cases() -> Vec<Case> {
     use KeepKind::*;
     use Scaling::*;
-    let stacks: [(&str, &str, KeepKind, Scaling); 14] = [
+    let stacks: [(&str, &str, KeepKind, Scaling); 16] = [
         ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
         ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
         ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
@@ -140,6 +140,8 @@ fn stack_cases() -> Vec<Case> {
         ("activation-after-avgpool", "2x6x6,conv3k3p1,avgpool2,relu,spatial0.8,flatten,dense3", PerUnit, Standard),
         ("gaussian-mlp", "6,gaussian0.7,dense5,tanh,gaussian0.5,dense3", PerUnit, Inverted),
         ("gaussian-conv", "2x5x5,gaussian0.8,conv3k3,relu,flatten,gaussian0.6,dense3", PerLayer, Inverted),
+        ("alpha-selu-mlp", "6,alpha0.9,dense5,selu,alpha0.8,dense4,selu,dense3", PerUnit, Inverted),
+        ("alpha-selu-conv", "2x5x5,alpha0.9,conv3k3,selu,flatten,alpha0.8,dense3", PerLayer, Inverted),
     ];
     let mut cases: Vec<Case> = stacks
         .iter()
@@ -154,6 +156,9 @@ fn stack_cases() -> Vec<Case> {
     cases.push(eval);
     let mut eval = cases[12].clone();
     (eval.name, eval.eval) = ("gaussian-mlp-eval-batch3".into(), true);
+    cases.push(eval);
+    let mut eval = cases[14].clone();
+    (eval.name, eval.eval) = ("alpha-selu-mlp-eval-batch3".into(), true);
     cases.push(eval);
     cases
 }

@@ -22,17 +22,18 @@ pub enum Init {
     He,
     /// N(0, 2/(fan_in + fan_out)) (Glorot & Bengio 2010).
     Glorot,
+    /// N(0, 1/fan_in) (LeCun et al. 1998), which SELU's self-normalisation assumes.
+    Lecun,
     /// N(0, σ²) with the given σ.
     Normal(f64),
 }
 
 impl Init {
-    /// He for the ReLU family, Glorot otherwise.
+    /// LeCun for SELU, He for the rest of the ReLU family, Glorot otherwise.
     pub fn for_activation(act: Activation) -> Self {
         match act {
-            Activation::Relu | Activation::LeakyRelu | Activation::Elu | Activation::Selu | Activation::Gelu => {
-                Init::He
-            }
+            Activation::Selu => Init::Lecun,
+            Activation::Relu | Activation::LeakyRelu | Activation::Elu | Activation::Gelu => Init::He,
             _ => Init::Glorot,
         }
     }
@@ -51,6 +52,7 @@ impl Init {
         match self {
             Init::He => (2.0 / fan_in as f64).sqrt(),
             Init::Glorot => (2.0 / (fan_in + fan_out) as f64).sqrt(),
+            Init::Lecun => (1.0 / fan_in as f64).sqrt(),
             Init::Normal(sigma) => sigma,
         }
     }

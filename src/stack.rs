@@ -67,6 +67,8 @@ pub enum NoiseKind {
     Spatial,
     /// `gaussianP`: multiplicative noise `N(1, (1 − P)/P)` per unit (Srivastava et al. 2014, §10).
     Gaussian,
+    /// `alphaP`: alpha dropout for SELU networks (Klambauer et al. 2017).
+    Alpha,
 }
 
 impl NoiseKind {
@@ -76,7 +78,14 @@ impl NoiseKind {
             NoiseKind::Bernoulli => "keep",
             NoiseKind::Spatial => "spatial",
             NoiseKind::Gaussian => "gaussian",
+            NoiseKind::Alpha => "alpha",
         }
+    }
+
+    /// Whether the kind has the standard convention (no scaling in training, ×keep in
+    /// evaluation): only the Bernoulli kinds.
+    pub fn has_standard_convention(self) -> bool {
+        matches!(self, NoiseKind::Bernoulli | NoiseKind::Spatial)
     }
 }
 
@@ -103,7 +112,7 @@ pub enum Token {
 }
 
 /// The noise kinds that the dropout-family work will add: reserved names, an error for now.
-const RESERVED_NOISE: [&str; 3] = ["alpha", "dropconnect", "concrete"];
+const RESERVED_NOISE: [&str; 2] = ["dropconnect", "concrete"];
 
 impl Token {
     /// The token as `--arch` spells it (keep probabilities other than a single one print as `keep*`,
@@ -161,15 +170,16 @@ impl Token {
         if text == "flatten" {
             return Ok(Token::Flatten);
         }
-        for kind in [NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian] {
+        for kind in [NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian, NoiseKind::Alpha] {
             let name = kind.token();
             if let Some(rest) = text.strip_prefix(name) {
                 let p: f64 = rest.parse().map_err(|_| bad(&format!("expected {name}P with a keep probability P")))?;
                 crate::dropout::Keep::uniform(p, 1).map_err(|e| bad(&e.to_string()))?;
-                if kind == NoiseKind::Gaussian && scaling == Scaling::Standard {
-                    return Err(bad(
-                        "Gaussian dropout has no standard convention (its noise has mean 1): drop --scaling standard",
-                    ));
+                if !kind.has_standard_convention() && scaling == Scaling::Standard {
+                    return Err(bad(&format!(
+                        "{name} noise has no standard convention (its training output already has the \
+                         evaluation mean): drop --scaling standard"
+                    )));
                 }
                 return Ok(Token::Noise(NoiseSpec { noise: kind, keep: vec![p], scaling }));
             }
@@ -314,7 +324,7 @@ mod tests {
             ("784,dense0", "'dense0'"),
             ("784,conv3", "convCkK"),
             ("784,keep1.5", "outside (0, 1]"),
-            ("784,alpha0.5", "reserved for the dropout family"),
+            ("784,concrete0.5", "reserved for the dropout family"),
             ("784,swish", "'swish'"),
             ("28x28,dense3", "the first token must be the input"),
         ] {

@@ -42,8 +42,27 @@ fn gaussian_dropout_trains_predicts_and_reads_back() {
 }
 
 #[test]
-fn gaussian_dropout_has_no_standard_convention() {
-    let dir = toy_dir("family_gaussian_standard");
-    let out = train_toy(&dir, "16,gaussian0.9,dense12,relu,dense3", &["--scaling", "standard"]);
-    assert_fails(&out, &["gaussian0.9", "no standard convention"]);
+fn gaussian_and_alpha_dropout_have_no_standard_convention() {
+    let dir = toy_dir("family_no_standard");
+    for token in ["gaussian0.9", "alpha0.9"] {
+        let out = train_toy(&dir, &format!("16,{token},dense12,relu,dense3"), &["--scaling", "standard"]);
+        assert_fails(&out, &[token, "no standard convention"]);
+    }
+}
+
+#[test]
+fn alpha_dropout_trains_a_selu_network() {
+    let dir = toy_dir("family_alpha");
+    let arch = "16,alpha0.95,dense12,selu,alpha0.9,dense12,selu,dense3";
+    let out = train_toy(&dir, arch, &["--out", "a.safetensors", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert!(report["test_error"].as_f64().unwrap() < 0.1, "{report}");
+    let h = header(&std::fs::read(dir.join("a.safetensors")).unwrap());
+    assert_eq!(meta(&h, "architecture")["layers"][3]["noise"], "alpha", "{h}");
+    let eval =
+        last_json(&dropnet(&dir, &["eval", "--model", "a.safetensors", "--data", "toy", "--mc", "10", "--json"]));
+    assert_eq!(eval["error"], report["test_error"], "{eval}");
+    assert!(eval["mc_error"].as_f64().unwrap() < 0.2, "{eval}");
+    assert_fails(&train_toy(&dir, arch, &["--init", "lecunn"]), &["--init 'lecunn'", "lecun"]);
 }

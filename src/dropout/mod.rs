@@ -15,6 +15,7 @@
 //! (inverted) or `da_tilde[i,k] * r[i,k]` (standard), and through the eval scaling in eval mode.
 
 #[cfg(target_arch = "x86_64")]
+mod alpha;
 mod avx512;
 mod bitmask;
 mod gaussian;
@@ -22,6 +23,7 @@ mod kernels;
 mod layer;
 mod spatial;
 
+pub use alpha::{AlphaDropout, ALPHA_PRIME};
 pub use bitmask::BitMask;
 pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;

@@ -5,7 +5,7 @@
 //! before it (and the MLP form draws the masks of dropnet's first model format).
 
 use super::Mode;
-use crate::dropout::{BitMask, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout};
+use crate::dropout::{AlphaDropout, BitMask, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 use crate::stack::{NoiseKind, NoiseSpec, Shape};
@@ -28,6 +28,7 @@ enum Kind<T: Scalar> {
     Bernoulli(Dropout<T>),
     Spatial(SpatialDropout<T>),
     Gaussian(GaussianDropout<T>),
+    Alpha(AlphaDropout<T>),
 }
 
 impl<T: Scalar> Noise<T> {
@@ -57,12 +58,11 @@ impl<T: Scalar> Noise<T> {
         };
         let kind = match spec.noise {
             NoiseKind::Bernoulli => Kind::Bernoulli(Dropout::new(per_unit()?, spec.scaling)),
-            NoiseKind::Gaussian => {
-                if spec.scaling == Scaling::Standard {
-                    return Err(bad("Gaussian dropout has no standard convention (its noise has mean 1)".into()));
-                }
-                Kind::Gaussian(GaussianDropout::new(per_unit()?))
+            kind if !kind.has_standard_convention() && spec.scaling == Scaling::Standard => {
+                return Err(bad(format!("{} noise has no standard convention", kind.token())));
             }
+            NoiseKind::Gaussian => Kind::Gaussian(GaussianDropout::new(per_unit()?)),
+            NoiseKind::Alpha => Kind::Alpha(AlphaDropout::new(per_unit()?)),
             NoiseKind::Spatial => {
                 let c =
                     channels.ok_or_else(|| bad(format!("spatial dropout needs a feature map, not {shape} units")))?;
@@ -99,6 +99,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Bernoulli(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Spatial(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Gaussian(d) => d.forward(a, a_tilde, draw.as_ref()),
+            Kind::Alpha(d) => d.forward(a, a_tilde, draw.as_ref()),
         }
     }
 
@@ -108,6 +109,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Bernoulli(d) => d.backward(da_tilde, da),
             Kind::Spatial(d) => d.backward(da_tilde, da),
             Kind::Gaussian(d) => d.backward(da_tilde, da),
+            Kind::Alpha(d) => d.backward(da_tilde, da),
         }
     }
 
@@ -123,6 +125,7 @@ impl<T: Scalar> Noise<T> {
                 Kind::Bernoulli(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Spatial(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Gaussian(d) => d.backward_block_in_place(rows, cols, block, ld),
+                Kind::Alpha(d) => d.backward_block_in_place(rows, cols, block, ld),
             }
         }
     }
@@ -133,6 +136,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Bernoulli(d) => d.keep(),
             Kind::Spatial(d) => d.keep(),
             Kind::Gaussian(d) => d.keep(),
+            Kind::Alpha(d) => d.keep(),
         }
     }
 
@@ -146,6 +150,7 @@ impl<T: Scalar> Noise<T> {
         match &self.kind {
             Kind::Bernoulli(d) => Some(d.mask()),
             Kind::Spatial(d) => Some(d.mask()),
+            Kind::Alpha(d) => Some(d.mask()),
             Kind::Gaussian(_) => None,
         }
     }

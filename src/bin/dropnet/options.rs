@@ -92,7 +92,8 @@ pub struct TrainOptions {
     /// gaussian-nll [default: softmax-cross-entropy; mse with --target-col]
     #[arg(long)]
     pub loss: Option<Loss>,
-    /// Weight init: he, glorot, or a standard deviation σ for N(0, σ²) [default: he for the ReLU family]
+    /// Weight init: he, glorot, lecun, or a standard deviation σ for N(0, σ²) [default: lecun for
+    /// selu, he for the rest of the ReLU family, glorot otherwise]
     #[arg(long)]
     pub init: Option<String>,
     /// Validation examples held out of the training set (seeded; 0 = none) [default: 0]
@@ -468,9 +469,10 @@ impl Options {
             None => Init::for_stack(&stack),
             Some("he") => Init::He,
             Some("glorot") => Init::Glorot,
+            Some("lecun") => Init::Lecun,
             Some(sigma) => match sigma.parse::<f64>() {
                 Ok(s) if s > 0.0 && s.is_finite() => Init::Normal(s),
-                _ => return Err(self.error("init", format!("'{sigma}': expected he, glorot or a positive σ"))),
+                _ => return Err(self.error("init", format!("'{sigma}': expected he, glorot, lecun or a positive σ"))),
             },
         };
         Network::new(&Architecture { stack, init }, v.seed.unwrap_or(defaults::SEED))

@@ -1,0 +1,165 @@
+//! Alpha dropout for self-normalising (SELU) networks (Klambauer et al. 2017), math.md N4. A
+//! dropped unit takes SELU's negative saturation value `α' = −λα` instead of 0, and an affine map
+//! restores mean 0 and variance 1 for inputs of mean 0 and variance 1:
+//!
+//! ```text
+//! train, MC  a_tilde[i,k] = A[k] · (r[i,k] · a[i,k] + (1 − r[i,k]) · α') + B[k],   r ~ Bernoulli(keep[k])
+//!            A[k] = (keep[k] + α'² · keep[k] · (1 − keep[k]))^(−1/2),   B[k] = −A[k] · (1 − keep[k]) · α'
+//! eval       a_tilde = a
+//! backward   da[i,k] = A[k] · r[i,k] · da_tilde[i,k]
+//! ```
+//!
+//! The bits are those of Bernoulli dropout at the same address and keep (`docs/masks.md`).
+
+use super::{threshold, BitMask, Keep, MaskDraw};
+use crate::activation::{SELU_ALPHA, SELU_LAMBDA};
+use crate::error::{shape, Result};
+use crate::tensor::{Matrix, Scalar};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// The value of a dropped unit, `−λα` with SELU's constants.
+pub const ALPHA_PRIME: f64 = -SELU_LAMBDA * SELU_ALPHA;
+
+/// Rows per parallel task at least.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Alpha dropout on an input of `keep.units()` units, and the mask of its last noisy pass.
+#[derive(Clone, Debug)]
+pub struct AlphaDropout<T: Scalar> {
+    keep: Keep,
+    thresholds: Vec<u64>,
+    /// A[k], the factor on a kept unit.
+    scale: Vec<T>,
+    /// A[k]·α' + B[k], the value of a dropped unit.
+    dropped: Vec<T>,
+    /// B[k], added to a kept unit.
+    shift: Vec<T>,
+    mask: BitMask,
+    /// Whether the last pass drew a mask (training, MC) or was the identity (evaluation).
+    noisy: bool,
+}
+
+impl<T: Scalar> AlphaDropout<T> {
+    pub fn new(keep: Keep) -> Self {
+        let thresholds = keep.values().iter().map(|&p| threshold(p)).collect();
+        let a = |q: f64| 1.0 / (q + ALPHA_PRIME * ALPHA_PRIME * q * (1.0 - q)).sqrt();
+        let b = |q: f64| -a(q) * (1.0 - q) * ALPHA_PRIME;
+        let values = keep.values();
+        Self {
+            thresholds,
+            scale: values.iter().map(|&q| T::from_f64(a(q))).collect(),
+            dropped: values.iter().map(|&q| T::from_f64(a(q) * ALPHA_PRIME + b(q))).collect(),
+            shift: values.iter().map(|&q| T::from_f64(b(q))).collect(),
+            keep,
+            mask: BitMask::default(),
+            noisy: false,
+        }
+    }
+
+    pub fn keep(&self) -> &Keep {
+        &self.keep
+    }
+
+    /// The bits of the last noisy pass.
+    pub fn mask(&self) -> &BitMask {
+        &self.mask
+    }
+
+    /// `a_tilde` as the module's formula says, with a mask from `draw`; `None` is evaluation.
+    pub fn forward(&mut self, a: &Matrix<T>, a_tilde: &mut Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
+        let (rows, cols) = a.shape();
+        if cols != self.keep.units() {
+            return Err(shape("alpha dropout", format!("input has {cols} units, keep has {}", self.keep.units())));
+        }
+        a_tilde.ensure_shape(rows, cols);
+        let Some(draw) = draw else {
+            self.noisy = false;
+            a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
+            return Ok(());
+        };
+        self.noisy = true;
+        self.mask.draw(rows, cols, draw, &self.thresholds);
+        if cols == 0 {
+            return Ok(());
+        }
+        let (mask, scale, dropped, shift) = (&self.mask, &self.scale, &self.dropped, &self.shift);
+        let out_rows = a_tilde.as_mut_slice().par_chunks_mut(cols).zip(a.as_slice().par_chunks(cols));
+        out_rows.enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(|(i, (o, x))| {
+            for (k, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+                *o = if mask.get(i, k) { scale[k] * x + shift[k] } else { dropped[k] };
+            }
+        });
+        Ok(())
+    }
+
+    /// `da = A · r · da_tilde` (the identity after an evaluation pass). May run in place.
+    pub fn backward(&self, da_tilde: &Matrix<T>, da: &mut Matrix<T>) {
+        da.ensure_shape(da_tilde.rows(), da_tilde.cols());
+        da.as_mut_slice().copy_from_slice(da_tilde.as_slice());
+        let cols = da.cols();
+        if self.noisy && cols > 0 {
+            // SAFETY: the whole of `da`, rows of `cols` values, borrowed mutably here.
+            unsafe { self.backward_block_in_place(0..da.rows(), 0..cols, da.as_mut_slice().as_mut_ptr(), cols) };
+        }
+    }
+
+    /// [`AlphaDropout::backward`] in place on a block of `d` (rows are examples, `cols` units).
+    ///
+    /// # Safety
+    /// The block (element (rows.start + r, cols.start + j) at `block + r·ld + j`) must be valid
+    /// for reads and writes, and no one else may touch it meanwhile.
+    pub unsafe fn backward_block_in_place(&self, rows: Range<usize>, cols: Range<usize>, block: *mut T, ld: usize) {
+        if !self.noisy {
+            return;
+        }
+        for (r, i) in rows.enumerate() {
+            // SAFETY: the caller's contract, row r of the block.
+            let d = unsafe { std::slice::from_raw_parts_mut(block.add(r * ld), cols.len()) };
+            for (v, k) in d.iter_mut().zip(cols.clone()) {
+                *v = if self.mask.get(i, k) { *v * self.scale[k] } else { T::ZERO };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Stream, StreamRng};
+
+    #[test]
+    fn standard_normal_inputs_keep_mean_zero_and_variance_one() {
+        // 500 rows × 200 units = 10^5 values per keep value, inputs N(0, 1)
+        let keep = [0.9, 0.95];
+        let mut d = AlphaDropout::<f64>::new(Keep::per_unit((0..200).map(|k| keep[k % 2]).collect()).unwrap());
+        let mut rng = StreamRng::new(4, Stream::Gradcheck, 0, 0);
+        let x = Matrix::from_fn(500, 200, |_, _| rng.normal());
+        let mut out = Matrix::zeros(0, 0);
+        let draw = MaskDraw { seed: 9, stream: Stream::Mask, layer: 0, step: 1, first_row: 0 };
+        d.forward(&x, &mut out, Some(&draw)).unwrap();
+        for (j, &q) in keep.iter().enumerate() {
+            let y: Vec<f64> =
+                (0..500).flat_map(|i| (j..200).step_by(2).map(move |k| (i, k))).map(|(i, k)| out.get(i, k)).collect();
+            let n = y.len() as f64;
+            let mean = y.iter().sum::<f64>() / n;
+            let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            let m4 = y.iter().map(|v| (v - mean).powi(4)).sum::<f64>() / n;
+            // the mean has standard error √(var/n); the sample variance √((m4 − var²)/n) (its
+            // large-sample deviation from the fourth central moment); both within 4 of them
+            assert!(mean.abs() < 4.0 * (var / n).sqrt(), "keep {q}: mean {mean}");
+            assert!((var - 1.0).abs() < 4.0 * ((m4 - var * var) / n).sqrt(), "keep {q}: variance {var}");
+            // and the fraction dropped is binomial(n, 1 − q): within 4 deviations
+            let dropped = y.iter().filter(|&&v| v == d.dropped[j]).count() as f64;
+            assert!((dropped - n * (1.0 - q)).abs() < 4.0 * (n * q * (1.0 - q)).sqrt(), "keep {q}: {dropped} dropped");
+        }
+        // backward: A on kept units, 0 on dropped ones
+        let mut back = Matrix::zeros(0, 0);
+        d.backward(&Matrix::from_fn(500, 200, |_, _| 1.0), &mut back);
+        for k in 0..4 {
+            assert_eq!(back.get(3, k), if d.mask().get(3, k) { d.scale[k] } else { 0.0 });
+        }
+        d.forward(&x, &mut out, None).unwrap();
+        assert_eq!(out.as_slice(), x.as_slice());
+    }
+}
