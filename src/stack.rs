@@ -82,6 +82,14 @@ impl NoiseKind {
         }
     }
 
+    /// The kind's name in messages and reports (`bernoulli` for `keepP`).
+    pub fn token_name(self) -> &'static str {
+        match self {
+            NoiseKind::Bernoulli => "bernoulli",
+            other => other.token(),
+        }
+    }
+
     /// Whether the kind has the standard convention (no scaling in training, ×keep in
     /// evaluation): only the Bernoulli kinds.
     pub fn has_standard_convention(self) -> bool {

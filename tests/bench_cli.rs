@@ -107,7 +107,18 @@ fn w2_and_w3_report_their_fields() {
     for field in ["fwd_gbps", "bwd_gbps", "copy_gbps"] {
         assert!(lines[0][field].as_f64().unwrap() > 0.0, "{field}: {}", lines[0]);
     }
-    assert_eq!(lines[0]["elements"], 1 << 25);
+    assert_eq!((&lines[0]["elements"], &lines[0]["variant"]), (&(1 << 25).into(), &"bernoulli".into()));
+    // the variants: Gaussian keeps a factor of 4 bytes per element, alpha a bit
+    let gaussian = json_lines(&dropnet(&dir, &["bench", "--workload", "w2", "--variant", "gaussian", "--json"]));
+    assert_eq!((&gaussian[0]["variant"], &gaussian[0]["mask_bytes"]), (&"gaussian".into(), &(4 << 25).into()));
+    let alpha = json_lines(&dropnet(&dir, &["bench", "--workload", "w2", "--variant", "alpha", "--json"]));
+    assert_eq!((&alpha[0]["variant"], &alpha[0]["mask_bytes"]), (&"alpha".into(), &(1 << 22).into()));
+    assert!(alpha[0]["fwd_of_copy"].as_f64().unwrap() > 0.0, "{}", alpha[0]);
+    assert_fails(
+        &dropnet(&dir, &["bench", "--workload", "w2", "--variant", "dropconnect"]),
+        &["--variant 'dropconnect'"],
+    );
+    assert_fails(&dropnet(&dir, &["bench", "--workload", "w3", "--variant", "alpha"]), &["--variant applies to W2"]);
     let lines = json_lines(&dropnet(&dir, &["bench", "--workload", "w3", "--json"]));
     let gflops = lines[0]["gflops"].as_object().unwrap();
     // plain products at 1024³ and at W1's shapes: forward z = ã·Wᵀ (128x784x1024), dW = dzᵀ·ã

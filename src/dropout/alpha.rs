@@ -86,8 +86,14 @@ impl<T: Scalar> AlphaDropout<T> {
         let (mask, scale, dropped, shift) = (&self.mask, &self.scale, &self.dropped, &self.shift);
         let out_rows = a_tilde.as_mut_slice().par_chunks_mut(cols).zip(a.as_slice().par_chunks(cols));
         out_rows.enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(|(i, (o, x))| {
-            for (k, (o, &x)) in o.iter_mut().zip(x).enumerate() {
-                *o = if mask.get(i, k) { scale[k] * x + shift[k] } else { dropped[k] };
+            // 64 units per mask word: the select compiles to a blend, no branch per unit
+            for (w, &bits) in mask.row_words(i).iter().enumerate() {
+                let units = w * 64..(w * 64 + 64).min(o.len());
+                let lanes = o[units.clone()].iter_mut().zip(&x[units.clone()]);
+                for (j, ((o, &x), k)) in lanes.zip(units).enumerate() {
+                    let kept = scale[k] * x + shift[k];
+                    *o = if bits >> j & 1 == 1 { kept } else { dropped[k] };
+                }
             }
         });
         Ok(())
@@ -98,10 +104,14 @@ impl<T: Scalar> AlphaDropout<T> {
         da.ensure_shape(da_tilde.rows(), da_tilde.cols());
         da.as_mut_slice().copy_from_slice(da_tilde.as_slice());
         let cols = da.cols();
-        if self.noisy && cols > 0 {
-            // SAFETY: the whole of `da`, rows of `cols` values, borrowed mutably here.
-            unsafe { self.backward_block_in_place(0..da.rows(), 0..cols, da.as_mut_slice().as_mut_ptr(), cols) };
+        if !self.noisy || cols == 0 {
+            return;
         }
+        let rows = da.as_mut_slice().par_chunks_mut(cols).enumerate().with_min_len(MIN_ROWS_PER_TASK);
+        rows.for_each(|(i, d)| {
+            // SAFETY: row i of `da`, `cols` values, borrowed mutably by this task alone.
+            unsafe { self.backward_block_in_place(i..i + 1, 0..cols, d.as_mut_ptr(), cols) };
+        });
     }
 
     /// [`AlphaDropout::backward`] in place on a block of `d` (rows are examples, `cols` units).
@@ -116,8 +126,10 @@ impl<T: Scalar> AlphaDropout<T> {
         for (r, i) in rows.enumerate() {
             // SAFETY: the caller's contract, row r of the block.
             let d = unsafe { std::slice::from_raw_parts_mut(block.add(r * ld), cols.len()) };
+            let words = self.mask.row_words(i);
             for (v, k) in d.iter_mut().zip(cols.clone()) {
-                *v = if self.mask.get(i, k) { *v * self.scale[k] } else { T::ZERO };
+                let kept = *v * self.scale[k];
+                *v = if words[k / 64] >> (k % 64) & 1 == 1 { kept } else { T::ZERO };
             }
         }
     }

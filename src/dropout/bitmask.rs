@@ -46,6 +46,12 @@ impl BitMask {
         self.words.len() * 8
     }
 
+    /// The words of row `i`: bit `k mod 64` of word `k / 64` is unit k's.
+    #[inline]
+    pub fn row_words(&self, i: usize) -> &[u64] {
+        &self.words[i * self.words_per_row..(i + 1) * self.words_per_row]
+    }
+
     #[inline]
     pub fn get(&self, i: usize, k: usize) -> bool {
         self.words[i * self.words_per_row + k / 64] >> (k % 64) & 1 == 1

@@ -6,6 +6,7 @@ mod workloads;
 use clap::Args;
 use dropnet::data;
 use dropnet::error::{Error, Result};
+use dropnet::stack::NoiseKind;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ pub struct BenchArgs {
     /// figure; the JSON then says "steps": N)
     #[arg(long)]
     steps: Option<usize>,
+    /// W2's noise: bernoulli, gaussian or alpha (SPEC.md) [default: bernoulli]
+    #[arg(long)]
+    variant: Option<String>,
     /// One JSON object per workload, each on its own line
     #[arg(long)]
     json: bool,
@@ -46,6 +50,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             args.workload
         )));
     }
+    let variant = match args.variant.as_deref() {
+        _ if args.variant.is_some() && !w2 => {
+            return Err(Error::Config(format!("--variant applies to W2, and --workload {} does not run it", args.workload)))
+        }
+        None | Some("bernoulli") => NoiseKind::Bernoulli,
+        Some("gaussian") => NoiseKind::Gaussian,
+        Some("alpha") => NoiseKind::Alpha,
+        Some(other) => {
+            return Err(Error::Config(format!(
+                "--variant '{other}': expected bernoulli, gaussian or alpha (DropConnect's noise is on weights: no W2 form)"
+            )))
+        }
+    };
     let threads = rayon::current_num_threads();
     if w1 {
         let dir = data::discover(args.data.as_deref())?;
@@ -80,11 +97,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         });
     }
     if w2 {
-        let r = workloads::w2()?;
+        let r = workloads::w2(variant)?;
         report(args.json, &r, |r| {
             println!(
-                "W2 ({threads} threads): forward {:.2} GB/s, backward {:.2} GB/s, copy {:.2} GB/s",
-                r.fwd_gbps, r.bwd_gbps, r.copy_gbps
+                "W2 {} ({threads} threads): forward {:.2} GB/s ({:.2} of copy), backward {:.2} GB/s ({:.2}), copy {:.2} GB/s",
+                r.variant, r.fwd_gbps, r.fwd_of_copy, r.bwd_gbps, r.bwd_of_copy, r.copy_gbps
             );
         });
     }

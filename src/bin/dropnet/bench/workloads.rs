@@ -16,14 +16,14 @@
 
 use dropnet::activation::Activation;
 use dropnet::data::{self, Dataset, Source};
-use dropnet::dropout::{Dropout, Keep, MaskDraw, Scaling};
+use dropnet::dropout::Scaling;
 use dropnet::error::{Error, Result};
 use dropnet::eval::{eval_batch, evaluate, predict};
+use dropnet::layer::{Mode, Noise};
 use dropnet::loss::Loss;
 use dropnet::network::{Architecture, Network};
 use dropnet::optim::{OptimConfig, Optimizer};
-use dropnet::rng::Stream;
-use dropnet::stack::Stack;
+use dropnet::stack::{NoiseKind, NoiseSpec, Shape, Stack};
 use dropnet::tensor::{matmul, Matrix, Trans};
 use dropnet::train::{train_step, StepBuffers};
 use rayon::prelude::*;
@@ -348,31 +348,38 @@ fn w1_products_seconds() -> Result<f64> {
 #[derive(Clone, Debug, Serialize)]
 pub struct W2Result {
     pub workload: &'static str,
+    /// bernoulli, gaussian or alpha.
+    pub variant: &'static str,
     pub threads: usize,
     pub elements: usize,
     pub fwd_gbps: f64,
     pub bwd_gbps: f64,
     pub copy_gbps: f64,
+    /// fwd_gbps and bwd_gbps as fractions of copy_gbps.
+    pub fwd_of_copy: f64,
+    pub bwd_of_copy: f64,
+    /// What the forward pass keeps for backward: the bit mask, or Gaussian's f32 factors.
     pub mask_bytes: usize,
 }
 
-/// W2: dropout forward and backward over 2^25 floats (as a 32768 × 1024 batch) at keep 0.5.
-pub fn w2() -> Result<W2Result> {
+/// W2: the noise `variant` forward and backward over 2^25 floats (as a 32768 × 1024 batch) at
+/// keep 0.5, through the same noise layer a network uses.
+pub fn w2(variant: NoiseKind) -> Result<W2Result> {
     const ROWS: usize = 1 << 15;
     const COLS: usize = 1 << 10;
     let n = ROWS * COLS;
     let x = Matrix::<f32>::from_fn(ROWS, COLS, |i, k| (i ^ k) as f32 * 1e-3);
     let mut y = Matrix::zeros(ROWS, COLS);
     let mut dx = Matrix::zeros(ROWS, COLS);
-    let mut dropout = Dropout::<f32>::new(Keep::uniform(0.5, COLS)?, Scaling::Inverted);
+    let spec = NoiseSpec { noise: variant, keep: vec![0.5], scaling: Scaling::Inverted };
+    let mut noise = Noise::<f32>::new(&spec, Shape::Flat(COLS), 0)?;
     let mut step = 0u32;
     let fwd = median_seconds(3, 10, || {
-        let draw = MaskDraw { seed: 1, stream: Stream::Mask, layer: 0, step, first_row: 0 };
         step += 1;
-        dropout.forward(&x, &mut y, Some(&draw))
+        noise.forward(&x, &mut y, Mode::Train { step }, 1)
     })?;
     let bwd = median_seconds(3, 10, || {
-        dropout.backward(&y, &mut dx);
+        noise.backward(&y, &mut dx);
         Ok(())
     })?;
     let mut copy_dst = vec![0.0f32; n];
@@ -383,12 +390,15 @@ pub fn w2() -> Result<W2Result> {
     let gbps = |seconds: f64| 8.0 * n as f64 / seconds / 1e9;
     Ok(W2Result {
         workload: "w2",
+        variant: variant.token_name(),
         threads: rayon::current_num_threads(),
         elements: n,
         fwd_gbps: gbps(fwd),
         bwd_gbps: gbps(bwd),
         copy_gbps: gbps(copy),
-        mask_bytes: dropout.mask().bytes(),
+        fwd_of_copy: copy / fwd,
+        bwd_of_copy: copy / bwd,
+        mask_bytes: noise.mask().map_or(n * 4, |m| m.bytes()),
     })
 }
 
