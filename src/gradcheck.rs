@@ -125,7 +125,7 @@ pub fn cases() -> Vec<Case> {
 fn stack_cases() -> Vec<Case> {
     use KeepKind::*;
     use Scaling::*;
-    let stacks: [(&str, &str, KeepKind, Scaling); 16] = [
+    let stacks: [(&str, &str, KeepKind, Scaling); 19] = [
         ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
         ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
         ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
@@ -142,6 +142,9 @@ fn stack_cases() -> Vec<Case> {
         ("gaussian-conv", "2x5x5,gaussian0.8,conv3k3,relu,flatten,gaussian0.6,dense3", PerLayer, Inverted),
         ("alpha-selu-mlp", "6,alpha0.9,dense5,selu,alpha0.8,dense4,selu,dense3", PerUnit, Inverted),
         ("alpha-selu-conv", "2x5x5,alpha0.9,conv3k3,selu,flatten,alpha0.8,dense3", PerLayer, Inverted),
+        ("dropconnect-mlp", "6,dropconnect0.7,dense5,tanh,dropconnect0.5,dense3", PerLayer, Inverted),
+        ("dropconnect-mlp", "6,keep0.8,dense5,sigmoid,dropconnect0.6,dense3", PerLayer, Standard),
+        ("dropconnect-conv", "2x5x5,conv3k3,relu,dropconnect0.6,flatten,dense3", PerLayer, Inverted),
     ];
     let mut cases: Vec<Case> = stacks
         .iter()
@@ -160,6 +163,11 @@ fn stack_cases() -> Vec<Case> {
     let mut eval = cases[14].clone();
     (eval.name, eval.eval) = ("alpha-selu-mlp-eval-batch3".into(), true);
     cases.push(eval);
+    for (from, name) in [(16, "dropconnect-mlp-inverted-eval-batch3"), (17, "dropconnect-mlp-standard-eval-batch3")] {
+        let mut eval = cases[from].clone();
+        (eval.name, eval.eval) = (name.into(), true);
+        cases.push(eval);
+    }
     cases
 }
 

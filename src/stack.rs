@@ -69,6 +69,8 @@ pub enum NoiseKind {
     Gaussian,
     /// `alphaP`: alpha dropout for SELU networks (Klambauer et al. 2017).
     Alpha,
+    /// `dropconnectP`: a Bernoulli mask on the next dense layer's weights (Wan et al. 2013).
+    DropConnect,
 }
 
 impl NoiseKind {
@@ -79,6 +81,7 @@ impl NoiseKind {
             NoiseKind::Spatial => "spatial",
             NoiseKind::Gaussian => "gaussian",
             NoiseKind::Alpha => "alpha",
+            NoiseKind::DropConnect => "dropconnect",
         }
     }
 
@@ -93,7 +96,7 @@ impl NoiseKind {
     /// Whether the kind has the standard convention (no scaling in training, ×keep in
     /// evaluation): only the Bernoulli kinds.
     pub fn has_standard_convention(self) -> bool {
-        matches!(self, NoiseKind::Bernoulli | NoiseKind::Spatial)
+        matches!(self, NoiseKind::Bernoulli | NoiseKind::Spatial | NoiseKind::DropConnect)
     }
 }
 
@@ -120,7 +123,7 @@ pub enum Token {
 }
 
 /// The noise kinds that the dropout-family work will add: reserved names, an error for now.
-const RESERVED_NOISE: [&str; 2] = ["dropconnect", "concrete"];
+const RESERVED_NOISE: [&str; 1] = ["concrete"];
 
 impl Token {
     /// The token as `--arch` spells it (keep probabilities other than a single one print as `keep*`,
@@ -178,7 +181,9 @@ impl Token {
         if text == "flatten" {
             return Ok(Token::Flatten);
         }
-        for kind in [NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian, NoiseKind::Alpha] {
+        let kinds =
+            [NoiseKind::DropConnect, NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian, NoiseKind::Alpha];
+        for kind in kinds {
             let name = kind.token();
             if let Some(rest) = text.strip_prefix(name) {
                 let p: f64 = rest.parse().map_err(|_| bad(&format!("expected {name}P with a keep probability P")))?;

@@ -66,3 +66,26 @@ fn alpha_dropout_trains_a_selu_network() {
     assert!(eval["mc_error"].as_f64().unwrap() < 0.2, "{eval}");
     assert_fails(&train_toy(&dir, arch, &["--init", "lecunn"]), &["--init 'lecunn'", "lecun"]);
 }
+
+#[test]
+fn dropconnect_trains_predicts_and_refuses_what_it_cannot_mask() {
+    let dir = toy_dir("family_dropconnect");
+    let arch = "16,dropconnect0.8,dense12,relu,dropconnect0.6,dense3";
+    let out = train_toy(&dir, arch, &["--out", "d.safetensors", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = last_json(&out);
+    assert!(report["test_error"].as_f64().unwrap() < 0.1, "{report}");
+    let eval =
+        last_json(&dropnet(&dir, &["eval", "--model", "d.safetensors", "--data", "toy", "--mc", "10", "--json"]));
+    assert_eq!(eval["error"], report["test_error"], "{eval}");
+    assert!(eval["mc_error"].as_f64().unwrap() < 0.2, "{eval}");
+    let info = last_json(&dropnet(&dir, &["info", "--model", "d.safetensors", "--json"]));
+    assert_eq!(info["arch"], arch, "{info}");
+    // weights exist only in dense layers and convolutions; DropConnect is built for dense ones
+    let conv = train_toy(&dir, "1x4x4,dropconnect0.5,conv2k3,relu,flatten,dense3", &[]);
+    assert_fails(&conv, &["dropconnect masks the weights of a dense layer"]);
+    let keep_file = dir.join("k.json");
+    std::fs::write(&keep_file, "[[0.5, 0.6], 0.9]").unwrap();
+    let per_unit = train_toy(&dir, "2,dropconnect0.5,dense4,relu,keep0.9,dense3", &["--keep-file", "k.json"]);
+    assert_fails(&per_unit, &["dropconnect takes one keep probability, not 2"]);
+}

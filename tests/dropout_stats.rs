@@ -163,3 +163,19 @@ fn standard_eval_multiplies_by_keep_and_inverted_eval_is_the_identity() {
         }
     }
 }
+
+#[test]
+fn a_dropconnect_sample_is_one_weight_mask_for_every_example_whatever_the_batch() {
+    let stack = dropnet::stack::Stack::parse("5,dropconnect0.5,dense7,relu,dense3", Scaling::Inverted).unwrap();
+    let mut net = dropnet::Network::<f64>::new(&dropnet::Architecture::new(stack), 2).unwrap();
+    let x = Matrix::from_fn(4, 5, |i, k| 1.0 + ((i * 5 + k) % 7) as f64);
+    let whole = net.forward(&x, dropnet::Mode::McSample { sample: 3, first_row: 0 }).unwrap().clone();
+    let tail = Matrix::from_fn(2, 5, |i, k| x.get(i + 2, k));
+    let part = net.forward(&tail, dropnet::Mode::McSample { sample: 3, first_row: 2 }).unwrap().clone();
+    for i in 0..2 {
+        assert_eq!(part.row(i), whole.row(i + 2), "example {}", i + 2);
+    }
+    // another sample draws another mask (35 weights at keep 0.5: the same mask has chance 2^-35)
+    let other = net.forward(&x, dropnet::Mode::McSample { sample: 4, first_row: 0 }).unwrap().clone();
+    assert_ne!(other.as_slice(), whole.as_slice());
+}

@@ -27,8 +27,19 @@ fn network() -> Network<f32> {
     Network::<f32>::new(&arch, 5).unwrap()
 }
 
+/// The same shapes with DropConnect on the first two weight matrices: the gradient is masked
+/// inside the product, before the update.
+fn dropconnect_network() -> Network<f32> {
+    let tokens = "200,dropconnect0.8,dense1100,relu,dropconnect0.5,dense40,relu,keep0.5,dense10";
+    let stack = dropnet::stack::Stack::parse(tokens, Scaling::Inverted).unwrap();
+    Network::<f32>::new(&Architecture::new(stack), 5).unwrap()
+}
+
 fn train_three_steps(method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
-    let mut net = network();
+    train_three_steps_of(network(), method, fused)
+}
+
+fn train_three_steps_of(mut net: Network<f32>, method: Method, fused: bool) -> (Vec<u32>, Vec<u32>) {
     let config = OptimConfig { method, lr: 0.05, weight_decay: 1e-3, max_norm: Some(0.9), ..OptimConfig::default() };
     let mut opt = Optimizer::new(config).unwrap();
     let x = Matrix::from_fn(128, 200, |i, k| ((i * 7 + k * 3) % 11) as f32 / 11.0);
@@ -62,6 +73,12 @@ fn the_fused_update_equals_backward_then_step_bit_for_bit() {
             let differing = separate.iter().zip(&fused).filter(|(a, b)| a != b).count();
             assert_eq!(differing, 0, "{method:?}: {differing} weights differ");
             assert!(separate_slots == fused_slots, "{method:?}: optimizer state differs");
+        }
+        for method in [Method::Sgd, Method::Adam] {
+            let separate = train_three_steps_of(dropconnect_network(), method, false);
+            let fused = train_three_steps_of(dropconnect_network(), method, true);
+            assert_ne!(separate.0, bits(&dropconnect_network()), "{method:?}: the weights moved");
+            assert!(separate == fused, "{method:?}: DropConnect's fused update differs");
         }
     });
 }

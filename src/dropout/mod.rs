@@ -18,6 +18,7 @@
 mod alpha;
 mod avx512;
 mod bitmask;
+mod dropconnect;
 mod gaussian;
 mod kernels;
 mod layer;
@@ -25,6 +26,7 @@ mod spatial;
 
 pub use alpha::{AlphaDropout, ALPHA_PRIME};
 pub use bitmask::BitMask;
+pub use dropconnect::DropConnect;
 pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;
 pub use spatial::SpatialDropout;

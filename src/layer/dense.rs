@@ -11,6 +11,10 @@
 //!           da_tilde[i,k] = Σ_j dz[i,j] w[j,k]                    (dã = dz·W)
 //!           da[i,k]       = da_tilde[i,k] · r[i,k] / keep[k]
 //! ```
+//!
+//! Under DropConnect (`dropconnectP` before the layer) the input passes unchanged and W is
+//! replaced by the masked weights `s·M ⊙ W` in both products, with `dW = (dzᵀ·ã) ⊙ s·M` (math.md
+//! N5, `crate::dropout::DropConnect`).
 
 use super::noise::Noise;
 use super::Mode;
@@ -107,19 +111,25 @@ impl<T: Scalar> Dense<T> {
                 self.a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
             }
         }
+        let outputs = self.outputs();
+        // the weights of this pass: W, or under DropConnect s·M ⊙ W with this step's mask (N5)
+        let weight = match self.noise.as_mut().and_then(|n| n.masked_weights(&self.weight, mode, seed)) {
+            Some(masked) => masked,
+            None => &self.weight,
+        };
         // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below; D2); the product reads W transposed
         // while packing it
-        self.z.ensure_shape(m, self.outputs());
-        self.a.ensure_shape(m, self.outputs());
+        self.z.ensure_shape(m, outputs);
+        self.a.ensure_shape(m, outputs);
         if self.activation == Activation::Softmax {
-            matmul(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false)?;
+            matmul(&mut self.z, &self.a_tilde, Trans::No, weight, Trans::Yes, false)?;
             // z[i,j] += b[j]; a_next[i,:] = softmax(z[i,:])  (D2, D3), which needs whole rows
             bias_activate(&self.bias, self.activation, &mut self.z, &mut self.a);
             return Ok(());
         }
         // z[i,j] += b[j]; a_next[i,j] = g(z[i,j])  (D2, D3), on each block of z as the product
         // finishes it
-        let (bias, activation, width) = (&self.bias, self.activation, self.outputs());
+        let (bias, activation, width) = (&self.bias, self.activation, outputs);
         let a_next = SharedMut(self.a.as_mut_slice().as_mut_ptr());
         let epilogue = move |rows: Range<usize>, cols: Range<usize>, z: *mut T, ldz: usize| {
             for (r, i) in rows.enumerate() {
@@ -134,7 +144,7 @@ impl<T: Scalar> Dense<T> {
                 bias_activate_row(&bias[cols.clone()], activation, z, a);
             }
         };
-        matmul_then(&mut self.z, &self.a_tilde, Trans::No, &self.weight, Trans::Yes, false, Some(&epilogue), true)
+        matmul_then(&mut self.z, &self.a_tilde, Trans::No, weight, Trans::Yes, false, Some(&epilogue), true)
     }
 
     /// Backward pass from `da` = ∂J/∂a_next. Fills the parameter gradients and, when `da_in` is
@@ -186,20 +196,29 @@ impl<T: Scalar> Dense<T> {
             };
             let epilogue =
                 noise.is_some().then_some(&epilogue as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
-            matmul_then(da_in, &self.dz, Trans::No, &self.weight, Trans::No, false, epilogue, true)?;
+            // under DropConnect, the masked weights of the forward pass (N5)
+            let weight = noise.and_then(Noise::dropconnect).map_or(&self.weight, |d| d.weight());
+            matmul_then(da_in, &self.dz, Trans::No, weight, Trans::No, false, epilogue, true)?;
         }
-        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]  (D5), and the update of each finished block of w
+        // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]  (D5), under DropConnect times s·M[j,k] (N5), and the
+        // update of each finished block of w
         let complete = AtomicBool::new(true);
         let complete_ref = &complete;
         let w = SharedMut(self.weight.as_mut_slice().as_mut_ptr());
-        let then = update.map(|update| {
-            move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
+        let connect = self.noise.as_ref().and_then(Noise::dropconnect);
+        let then = move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
+            if let Some(connect) = connect {
+                // SAFETY: the product hands this block of the gradient to this thread alone.
+                unsafe { connect.mask_gradient_block(rows.clone(), cols.clone(), g, ldg) };
+            }
+            if let Some(update) = update {
                 if !update(rows, cols, g, ldg, w.get()) {
                     complete_ref.store(false, Ordering::Relaxed);
                 }
             }
-        });
-        let epilogue = then.as_ref().map(|f| f as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
+        };
+        let epilogue = (update.is_some() || connect.is_some())
+            .then_some(&then as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
         // with an update, the gradient is needed only by it (store_c = false)
         let store = update.is_none();
         matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue, store)?;

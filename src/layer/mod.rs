@@ -25,7 +25,7 @@ pub use pool::{Pool, PoolKind};
 use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::limits::{MAX_LAYERS, MAX_LAYER_UNITS, MAX_NETWORK_PARAMS, MAX_TENSOR_ELEMENTS};
-use crate::stack::{NoiseSpec, Shape, Stack, Token};
+use crate::stack::{NoiseKind, NoiseSpec, Shape, Stack, Token};
 use crate::tensor::{Matrix, Scalar};
 
 /// What a forward pass is for. Nothing else decides whether masks are drawn.
@@ -271,6 +271,12 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
                 });
             }
         };
+        let weight_noise = pending.as_ref().is_some_and(|p| p.0.noise == NoiseKind::DropConnect);
+        if weight_noise && !matches!(tokens[i], Token::Dense { .. } | Token::Flatten) {
+            return Err(
+                at("dropconnect masks the weights of a dense layer: put the dense layer right after it".into()),
+            );
+        }
         match &tokens[i] {
             Token::Noise(spec) => {
                 if pending.is_some() {

@@ -5,7 +5,9 @@
 //! before it (and the MLP form draws the masks of dropnet's first model format).
 
 use super::Mode;
-use crate::dropout::{AlphaDropout, BitMask, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout};
+use crate::dropout::{
+    AlphaDropout, BitMask, DropConnect, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout,
+};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 use crate::stack::{NoiseKind, NoiseSpec, Shape};
@@ -29,6 +31,8 @@ enum Kind<T: Scalar> {
     Spatial(SpatialDropout<T>),
     Gaussian(GaussianDropout<T>),
     Alpha(AlphaDropout<T>),
+    /// On the next dense layer's weights: the input passes unchanged.
+    DropConnect(DropConnect<T>),
 }
 
 impl<T: Scalar> Noise<T> {
@@ -63,6 +67,10 @@ impl<T: Scalar> Noise<T> {
             }
             NoiseKind::Gaussian => Kind::Gaussian(GaussianDropout::new(per_unit()?)),
             NoiseKind::Alpha => Kind::Alpha(AlphaDropout::new(per_unit()?)),
+            NoiseKind::DropConnect => match keep.as_slice() {
+                [p] => Kind::DropConnect(DropConnect::new(*p, spec.scaling).map_err(|e| bad(e.to_string()))?),
+                _ => return Err(bad(format!("dropconnect takes one keep probability, not {}", keep.len()))),
+            },
             NoiseKind::Spatial => {
                 let c =
                     channels.ok_or_else(|| bad(format!("spatial dropout needs a feature map, not {shape} units")))?;
@@ -100,6 +108,11 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Gaussian(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Alpha(d) => d.forward(a, a_tilde, draw.as_ref()),
+            Kind::DropConnect(_) => {
+                a_tilde.ensure_shape(a.rows(), a.cols());
+                a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
+                Ok(())
+            }
         }
     }
 
@@ -110,6 +123,10 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => d.backward(da_tilde, da),
             Kind::Gaussian(d) => d.backward(da_tilde, da),
             Kind::Alpha(d) => d.backward(da_tilde, da),
+            Kind::DropConnect(_) => {
+                da.ensure_shape(da_tilde.rows(), da_tilde.cols());
+                da.as_mut_slice().copy_from_slice(da_tilde.as_slice());
+            }
         }
     }
 
@@ -126,6 +143,7 @@ impl<T: Scalar> Noise<T> {
                 Kind::Spatial(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Gaussian(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Alpha(d) => d.backward_block_in_place(rows, cols, block, ld),
+                Kind::DropConnect(_) => {}
             }
         }
     }
@@ -137,6 +155,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => d.keep(),
             Kind::Gaussian(d) => d.keep(),
             Kind::Alpha(d) => d.keep(),
+            Kind::DropConnect(d) => d.keep(),
         }
     }
 
@@ -151,6 +170,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Bernoulli(d) => Some(d.mask()),
             Kind::Spatial(d) => Some(d.mask()),
             Kind::Alpha(d) => Some(d.mask()),
+            Kind::DropConnect(d) => Some(d.mask()),
             Kind::Gaussian(_) => None,
         }
     }
@@ -167,6 +187,24 @@ impl<T: Scalar> Noise<T> {
     pub fn spatial(&self) -> Option<&SpatialDropout<T>> {
         match &self.kind {
             Kind::Spatial(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The weights a dense layer under DropConnect uses in `mode` (a fresh mask, or the expected
+    /// weights in evaluation); `None` for noise on the input.
+    pub fn masked_weights(&mut self, w: &Matrix<T>, mode: Mode, seed: u64) -> Option<&Matrix<T>> {
+        let draw = self.draw(mode, seed);
+        match &mut self.kind {
+            Kind::DropConnect(d) => Some(d.weights(w, draw.as_ref())),
+            _ => None,
+        }
+    }
+
+    /// The DropConnect of a dense layer's weights.
+    pub fn dropconnect(&self) -> Option<&DropConnect<T>> {
+        match &self.kind {
+            Kind::DropConnect(d) => Some(d),
             _ => None,
         }
     }
