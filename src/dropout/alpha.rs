@@ -11,9 +11,9 @@
 //!
 //! The bits are those of Bernoulli dropout at the same address and keep (`docs/masks.md`).
 
-use super::{threshold, BitMask, Keep, MaskDraw};
+use super::{begin_forward, threshold, BitMask, Keep, MaskDraw};
 use crate::activation::{SELU_ALPHA, SELU_LAMBDA};
-use crate::error::{shape, Result};
+use crate::error::Result;
 use crate::tensor::{Matrix, Scalar};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -68,16 +68,11 @@ impl<T: Scalar> AlphaDropout<T> {
 
     /// `a_tilde` as the module's formula says, with a mask from `draw`; `None` is evaluation.
     pub fn forward(&mut self, a: &Matrix<T>, a_tilde: &mut Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
-        let (rows, cols) = a.shape();
-        if cols != self.keep.units() {
-            return Err(shape("alpha dropout", format!("input has {cols} units, keep has {}", self.keep.units())));
-        }
-        a_tilde.ensure_shape(rows, cols);
-        let Some(draw) = draw else {
+        let Some(draw) = begin_forward("alpha dropout", self.keep.units(), a, a_tilde, draw)? else {
             self.noisy = false;
-            a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
             return Ok(());
         };
+        let (rows, cols) = a.shape();
         self.noisy = true;
         self.mask.draw(rows, cols, draw, &self.thresholds);
         if cols == 0 {

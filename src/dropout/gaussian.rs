@@ -12,8 +12,8 @@
 //! units. The factors ε of the last pass are stored for backward (4 bytes per unit, against the
 //! Bernoulli mask's 1 bit), not regenerated: backward then costs one multiply per unit.
 
-use super::{Keep, MaskDraw};
-use crate::error::{shape, Result};
+use super::{begin_forward, Keep, MaskDraw};
+use crate::error::Result;
 use crate::rng::{counter, key, philox4x32_10, unit_open};
 use crate::tensor::{Matrix, Scalar};
 use rayon::prelude::*;
@@ -70,16 +70,11 @@ impl<T: Scalar> GaussianDropout<T> {
 
     /// `a_tilde = ε · a` with fresh noise from `draw`; `draw = None` is evaluation (the identity).
     pub fn forward(&mut self, a: &Matrix<T>, a_tilde: &mut Matrix<T>, draw: Option<&MaskDraw>) -> Result<()> {
-        let (rows, cols) = a.shape();
-        if cols != self.keep.units() {
-            return Err(shape("gaussian dropout", format!("input has {cols} units, keep has {}", self.keep.units())));
-        }
-        a_tilde.ensure_shape(rows, cols);
-        let Some(draw) = draw else {
+        let Some(draw) = begin_forward("gaussian dropout", self.keep.units(), a, a_tilde, draw)? else {
             self.noisy = false;
-            a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
             return Ok(());
         };
+        let (rows, cols) = a.shape();
         self.noisy = true;
         self.draw(rows, cols, draw);
         multiply(&self.factor, a, a_tilde);

@@ -164,6 +164,27 @@ pub fn mask_bit(draw: &MaskDraw, row: u32, column: u32, keep: f64) -> bool {
     (mask_word(draw, row, column) as u64) < threshold(keep)
 }
 
+/// The common start of an elementwise noise's forward pass (Gaussian, alpha): `a` must have
+/// `units` columns, `a_tilde` takes its shape, and in evaluation (`draw = None`) `a_tilde = a`.
+/// Returns the draw when the pass is noisy, `None` when it is done.
+pub(crate) fn begin_forward<'d, T: crate::tensor::Scalar>(
+    name: &'static str,
+    units: usize,
+    a: &crate::tensor::Matrix<T>,
+    a_tilde: &mut crate::tensor::Matrix<T>,
+    draw: Option<&'d MaskDraw>,
+) -> Result<Option<&'d MaskDraw>> {
+    let (rows, cols) = a.shape();
+    if cols != units {
+        return Err(crate::error::shape(name, format!("input has {cols} units, keep has {units}")));
+    }
+    a_tilde.ensure_shape(rows, cols);
+    if draw.is_none() {
+        a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
+    }
+    Ok(draw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
