@@ -113,10 +113,11 @@ impl<T: Scalar> Dense<T> {
         }
         let outputs = self.outputs();
         // the weights of this pass: W, or under DropConnect s·M ⊙ W with this step's mask (N5)
-        let weight = match self.noise.as_mut().and_then(|n| n.masked_weights(&self.weight, mode, seed)) {
-            Some(masked) => masked,
-            None => &self.weight,
+        let masked = match self.noise.as_mut() {
+            Some(noise) => noise.masked_weights(&self.weight, mode, seed)?,
+            None => None,
         };
+        let weight = masked.unwrap_or(&self.weight);
         // z[i,j] = Σ_k a_tilde[i,k] w[j,k]  (+ b[j] below; D2); the product reads W transposed
         // while packing it
         self.z.ensure_shape(m, outputs);

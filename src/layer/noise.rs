@@ -170,7 +170,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Bernoulli(d) => Some(d.mask()),
             Kind::Spatial(d) => Some(d.mask()),
             Kind::Alpha(d) => Some(d.mask()),
-            Kind::DropConnect(d) => Some(d.mask()),
+            Kind::DropConnect(d) => d.mask(),
             Kind::Gaussian(_) => None,
         }
     }
@@ -193,11 +193,11 @@ impl<T: Scalar> Noise<T> {
 
     /// The weights a dense layer under DropConnect uses in `mode` (a fresh mask, or the expected
     /// weights in evaluation); `None` for noise on the input.
-    pub fn masked_weights(&mut self, w: &Matrix<T>, mode: Mode, seed: u64) -> Option<&Matrix<T>> {
+    pub fn masked_weights(&mut self, w: &Matrix<T>, mode: Mode, seed: u64) -> Result<Option<&Matrix<T>>> {
         let draw = self.draw(mode, seed);
         match &mut self.kind {
-            Kind::DropConnect(d) => Some(d.weights(w, draw.as_ref())),
-            _ => None,
+            Kind::DropConnect(d) => d.weights(w, draw.as_ref()).map(Some),
+            _ => Ok(None),
         }
     }
 
