@@ -9,9 +9,11 @@
 //! backward   da[i,k] = A[k] · r[i,k] · da_tilde[i,k]
 //! ```
 //!
-//! The bits are those of Bernoulli dropout at the same address and keep (`docs/masks.md`).
+//! The bits are those of Bernoulli dropout at the same address and keep (`docs/masks.md`): they
+//! are drawn by [`Dropout`] under the standard convention (`r·a`, with its vectorised generator),
+//! and a second pass over the rows maps `r·a` to the affine form.
 
-use super::{begin_forward, threshold, BitMask, Keep, MaskDraw};
+use super::{begin_forward, BitMask, Dropout, Keep, MaskDraw, Scaling};
 use crate::activation::{SELU_ALPHA, SELU_LAMBDA};
 use crate::error::Result;
 use crate::tensor::{Matrix, Scalar};
@@ -28,31 +30,29 @@ const MIN_ROWS_PER_TASK: usize = 16;
 #[derive(Clone, Debug)]
 pub struct AlphaDropout<T: Scalar> {
     keep: Keep,
-    thresholds: Vec<u64>,
+    /// Draws r and computes r·a (standard convention: no scaling).
+    bernoulli: Dropout<T>,
     /// A[k], the factor on a kept unit.
     scale: Vec<T>,
     /// A[k]·α' + B[k], the value of a dropped unit.
     dropped: Vec<T>,
     /// B[k], added to a kept unit.
     shift: Vec<T>,
-    mask: BitMask,
     /// Whether the last pass drew a mask (training, MC) or was the identity (evaluation).
     noisy: bool,
 }
 
 impl<T: Scalar> AlphaDropout<T> {
     pub fn new(keep: Keep) -> Self {
-        let thresholds = keep.values().iter().map(|&p| threshold(p)).collect();
         let a = |q: f64| 1.0 / (q + ALPHA_PRIME * ALPHA_PRIME * q * (1.0 - q)).sqrt();
         let b = |q: f64| -a(q) * (1.0 - q) * ALPHA_PRIME;
         let values = keep.values();
         Self {
-            thresholds,
+            bernoulli: Dropout::new(keep.clone(), Scaling::Standard),
             scale: values.iter().map(|&q| T::from_f64(a(q))).collect(),
             dropped: values.iter().map(|&q| T::from_f64(a(q) * ALPHA_PRIME + b(q))).collect(),
             shift: values.iter().map(|&q| T::from_f64(b(q))).collect(),
             keep,
-            mask: BitMask::default(),
             noisy: false,
         }
     }
@@ -63,7 +63,7 @@ impl<T: Scalar> AlphaDropout<T> {
 
     /// The bits of the last noisy pass.
     pub fn mask(&self) -> &BitMask {
-        &self.mask
+        self.bernoulli.mask()
     }
 
     /// `a_tilde` as the module's formula says, with a mask from `draw`; `None` is evaluation.
@@ -74,19 +74,19 @@ impl<T: Scalar> AlphaDropout<T> {
         };
         let (rows, cols) = a.shape();
         self.noisy = true;
-        self.mask.draw(rows, cols, draw, &self.thresholds);
-        if cols == 0 {
+        // a_tilde = r·a with this pass's bits, then the affine map row by row
+        self.bernoulli.forward(a, a_tilde, Some(draw))?;
+        if cols == 0 || rows == 0 {
             return Ok(());
         }
-        let (mask, scale, dropped, shift) = (&self.mask, &self.scale, &self.dropped, &self.shift);
-        let out_rows = a_tilde.as_mut_slice().par_chunks_mut(cols).zip(a.as_slice().par_chunks(cols));
-        out_rows.enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(|(i, (o, x))| {
+        let (mask, scale, dropped, shift) = (self.bernoulli.mask(), &self.scale, &self.dropped, &self.shift);
+        let out_rows = a_tilde.as_mut_slice().par_chunks_mut(cols).enumerate().with_min_len(MIN_ROWS_PER_TASK);
+        out_rows.for_each(|(i, o)| {
             // 64 units per mask word: the select compiles to a blend, no branch per unit
             for (w, &bits) in mask.row_words(i).iter().enumerate() {
                 let units = w * 64..(w * 64 + 64).min(o.len());
-                let lanes = o[units.clone()].iter_mut().zip(&x[units.clone()]);
-                for (j, ((o, &x), k)) in lanes.zip(units).enumerate() {
-                    let kept = scale[k] * x + shift[k];
+                for (j, (o, k)) in o[units.clone()].iter_mut().zip(units).enumerate() {
+                    let kept = scale[k] * *o + shift[k];
                     *o = if bits >> j & 1 == 1 { kept } else { dropped[k] };
                 }
             }
@@ -118,14 +118,13 @@ impl<T: Scalar> AlphaDropout<T> {
         if !self.noisy {
             return;
         }
-        for (r, i) in rows.enumerate() {
+        // r·d with the Bernoulli bits (standard convention: no scaling), then · A[k]
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.bernoulli.backward_block_in_place(rows.clone(), cols.clone(), block, ld) };
+        for r in 0..rows.len() {
             // SAFETY: the caller's contract, row r of the block.
             let d = unsafe { std::slice::from_raw_parts_mut(block.add(r * ld), cols.len()) };
-            let words = self.mask.row_words(i);
-            for (v, k) in d.iter_mut().zip(cols.clone()) {
-                let kept = *v * self.scale[k];
-                *v = if words[k / 64] >> (k % 64) & 1 == 1 { kept } else { T::ZERO };
-            }
+            d.iter_mut().zip(&self.scale[cols.clone()]).for_each(|(v, &a)| *v *= a);
         }
     }
 }
