@@ -69,7 +69,7 @@ enum Command {
     /// Run the UCI regression protocol of Gal & Ghahramani (2016) on a data set in its folder
     /// layout: grid search of keep and τ per split, MC dropout test RMSE and log-likelihood.
     #[command(
-        after_help = "Examples:\n  dropnet --threads 2 uci ../shared/data/uci/yacht --json\n  dropnet uci DIR --splits 2 --epochs 400 --mc 1000"
+        after_help = "Examples:\n  dropnet --threads 2 uci UCI_Datasets/yacht --json\n  dropnet uci DIR --splits 2 --epochs 400 --mc 1000"
     )]
     Uci(uci::UciArgs),
     /// Describe a model file: layers, keep probabilities, seed, training history.
