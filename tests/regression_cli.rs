@@ -96,7 +96,18 @@ fn predictions(dir: &Path, mc: &str) -> Vec<serde_json::Value> {
 fn mse_regression_learns_the_target_and_its_mc_predictive_is_calibrated() {
     let dir = data_dir("regression_mse", false);
     let arch = "4,dense64,relu,keep0.9,dense1";
-    let report = train(&dir, &["--arch", arch, "--target-col", "y", "--tau", "auto"]);
+    let report =
+        train(&dir, &["--arch", arch, "--target-col", "y", "--tau", "auto", "--log", "l.jsonl", "--plot", "p.svg"]);
+    // the log has the regression figures per epoch, the plot the RMSE curves
+    let log = std::fs::read_to_string(dir.join("l.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(epochs.len(), 200);
+    for key in ["train_loss", "val_rmse", "test_rmse"] {
+        assert!(epochs.iter().all(|e| e[key].is_number()), "{key}: {}", epochs[0]);
+    }
+    assert!(epochs[0].get("train_error").is_none() && epochs[0].get("test_error").is_none(), "{}", epochs[0]);
+    assert_eq!(epochs[199]["test_rmse"], report["test_rmse"]);
+    assert!(std::fs::read_to_string(dir.join("p.svg")).unwrap().contains("RMSE"));
     // The noise alone gives an RMSE of 0.1 (± 0.1/√(2·500) = 0.003 over 500 test examples); the
     // network's own error may add at most 0.05 here, where a linear fit of the x1·x3 term leaves 0.58.
     let test_rmse = report["test_rmse"].as_f64().unwrap();
@@ -337,4 +348,18 @@ fn a_broken_uci_folder_is_refused_naming_the_file() {
     std::fs::remove_file(set.join("data.txt")).unwrap();
     assert_fails(&run(), &["data.txt"]);
     assert_fails(&dropnet(&dir, &["uci", "s", "--splits", "0"]), &["--splits 0"]);
+}
+
+#[test]
+fn a_resumed_regression_run_continues_bit_for_bit() {
+    let dir = data_dir("regression_resume", false);
+    let arch = ["--arch", "4,dense16,relu,keep0.9,dense1", "--target-col", "y", "--tau", "auto"];
+    let straight = train(&dir, &[&arch[..], &["--epochs", "6"]].concat());
+    train(&dir, &[&arch[..], &["--epochs", "3"]].concat());
+    let out = dropnet(&dir, &["train", "--resume", "m.safetensors", "--epochs", "6", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resumed = last_json(&out);
+    for key in ["test_rmse", "val_rmse", "tau", "train_loss"] {
+        assert_eq!(resumed[key], straight[key], "{key}: {resumed} against {straight}");
+    }
 }
