@@ -23,6 +23,14 @@ pub fn eval_batch(net: &Network<f32>) -> usize {
     (EVAL_VALUES / widest.max(1)).clamp(1, EVAL_BATCH)
 }
 
+/// Rows `rows` of `x` into `batch` (resized): one evaluation pass's examples.
+pub(crate) fn copy_rows(x: &Matrix<f32>, rows: std::ops::Range<usize>, batch: &mut Matrix<f32>) {
+    batch.ensure_shape(rows.len(), x.cols());
+    for (r, i) in rows.enumerate() {
+        batch.row_mut(r).copy_from_slice(x.row(i));
+    }
+}
+
 /// Index of the largest value.
 pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
@@ -124,10 +132,7 @@ pub fn predict(net: &mut Network<f32>, x: &Matrix<f32>, loss: Loss, mc: Option<u
     let per_pass = eval_batch(net);
     for start in (0..n).step_by(per_pass) {
         let end = (start + per_pass).min(n);
-        batch.ensure_shape(end - start, x.cols());
-        for i in start..end {
-            batch.row_mut(i - start).copy_from_slice(x.row(i));
-        }
+        copy_rows(x, start..end, &mut batch);
         for t in 0..samples {
             let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
             let out = net.forward(&batch, mode)?;

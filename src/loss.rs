@@ -67,6 +67,11 @@ impl Loss {
         }
     }
 
+    /// Whether the loss can train on continuous targets (mse and the Gaussian NLL).
+    pub fn is_regression(self) -> bool {
+        matches!(self, Loss::MeanSquaredError | Loss::GaussianNll)
+    }
+
     /// Whether the loss can train on class labels (the Gaussian NLL needs continuous targets).
     pub fn takes_labels(self) -> bool {
         self != Loss::GaussianNll

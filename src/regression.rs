@@ -8,7 +8,7 @@
 
 use crate::data::{Dataset, Standardization};
 use crate::error::{Error, Result};
-use crate::eval::eval_batch;
+use crate::eval::{copy_rows, eval_batch};
 use crate::loss::Loss;
 use crate::network::{Mode, Network};
 use crate::tensor::Matrix;
@@ -31,7 +31,7 @@ impl<'a> Outputs<'a> {
     /// The outputs of `net` trained with `loss` (D = outputs / 2 for the Gaussian NLL).
     pub fn of(net: &Network<f32>, loss: Loss, scale: Option<&'a Standardization>) -> Result<Self> {
         let per = loss.outputs_per_target();
-        if !net.outputs().is_multiple_of(per) || (loss != Loss::MeanSquaredError && loss != Loss::GaussianNll) {
+        if !net.outputs().is_multiple_of(per) || !loss.is_regression() {
             return Err(Error::Config(format!(
                 "a model trained with loss {} and {} outputs does not predict continuous targets",
                 loss.name(),
@@ -72,9 +72,10 @@ pub fn rmse(net: &mut Network<f32>, data: &Dataset, outputs: Outputs<'_>) -> Res
     check_targets(y, outputs)?;
     let mut sum_sq = vec![0.0f64; outputs.targets];
     let mut batch = Matrix::zeros(0, 0);
-    for start in (0..data.len()).step_by(eval_batch(net)) {
-        let end = (start + eval_batch(net)).min(data.len());
-        copy_rows(&data.x, start, end, &mut batch);
+    let per_pass = eval_batch(net);
+    for start in (0..data.len()).step_by(per_pass) {
+        let end = (start + per_pass).min(data.len());
+        copy_rows(&data.x, start..end, &mut batch);
         let out = net.forward(&batch, Mode::Eval)?;
         for i in start..end {
             for (d, s) in sum_sq.iter_mut().enumerate() {
@@ -95,14 +96,6 @@ fn check_targets(y: &Matrix<f32>, outputs: Outputs<'_>) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Rows `start..end` of `x` into `batch`.
-fn copy_rows(x: &Matrix<f32>, start: usize, end: usize, batch: &mut Matrix<f32>) {
-    batch.ensure_shape(end - start, x.cols());
-    for i in start..end {
-        batch.row_mut(i - start).copy_from_slice(x.row(i));
-    }
 }
 
 /// The predictive distribution of every example, from one evaluation pass or T Monte-Carlo samples.
@@ -207,7 +200,7 @@ pub fn predictive(
     let per_pass = eval_batch(net);
     for start in (0..n).step_by(per_pass) {
         let end = (start + per_pass).min(n);
-        copy_rows(x, start, end, &mut batch);
+        copy_rows(x, start..end, &mut batch);
         for t in 0..samples {
             let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
             let out = net.forward(&batch, mode)?;

@@ -367,7 +367,7 @@ fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState
 /// A regression network needs one output per target (mse) or two (gaussian-nll: means, then
 /// log-variances).
 pub fn check_regression_outputs(net: &Network<f32>, loss: Loss, targets: usize) -> Result<()> {
-    if loss != Loss::MeanSquaredError && loss != Loss::GaussianNll {
+    if !loss.is_regression() {
         return Err(Error::Config(format!("loss {loss} is for class labels: regression takes mse or gaussian-nll")));
     }
     let needed = targets * loss.outputs_per_target();

@@ -35,9 +35,8 @@ const MAX_LIST_BYTES: u64 = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct UciData {
     pub name: String,
-    pub x: Matrix<f32>,
-    /// The target, one column.
-    pub y: Matrix<f32>,
+    /// The features and the target (one column) of every example.
+    pub examples: Dataset,
     /// (training indices, test indices) per split.
     pub splits: Vec<(Vec<usize>, Vec<usize>)>,
     /// Keep probabilities of the grid: 1 − each of `dropout_rates.txt`.
@@ -164,24 +163,20 @@ impl UciData {
         if taus.is_empty() || taus.iter().any(|t| *t <= 0.0) {
             return Err(file_error(&file("tau_values.txt"), "expected positive τ values"));
         }
+        let examples = Dataset::regression(
+            Matrix::from_vec(n, features.len(), x)?,
+            Matrix::from_vec(n, 1, y)?,
+            &file("data.txt"),
+        )?;
         Ok(Self {
             name: dir.file_name().map_or("data".into(), |n| n.to_string_lossy().into_owned()),
-            x: Matrix::from_vec(n, features.len(), x)?,
-            y: Matrix::from_vec(n, 1, y)?,
+            examples,
             splits,
             // 1 − rate, rounded to 12 digits so that 0.995 is written as 0.995
             keep: rates.iter().map(|r| ((1.0 - r) * 1e12).round() / 1e12).collect(),
             taus,
             hidden: read_count(&file("n_hidden.txt"), MAX_LAYER_UNITS)?,
         })
-    }
-
-    fn subset(&self, indices: &[usize]) -> Result<Dataset> {
-        let gather = |m: &Matrix<f32>| {
-            let values = indices.iter().flat_map(|&i| m.row(i).iter().copied()).collect();
-            Matrix::from_vec(indices.len(), m.cols(), values)
-        };
-        Dataset::regression(gather(&self.x)?, gather(&self.y)?, Path::new(&self.name))
     }
 }
 
@@ -248,8 +243,8 @@ struct Trained {
 /// Train the protocol's network on the examples at `indices` with `keep` and `tau`.
 fn train_on(data: &UciData, indices: &[usize], keep: f64, tau: f64, p: &Protocol, seed: u64) -> Result<Trained> {
     let options = LoadOptions { val: 0, seed, standardize: true, standardize_targets: true };
-    let splits = data::split(Path::new(&data.name), data.subset(indices)?, None, vec!["y".into()], options)?;
-    let text = format!("{},keep{keep},dense{},relu,keep{keep},dense1", data.x.cols(), data.hidden);
+    let splits = data::split(Path::new(&data.name), data.examples.subset(indices), None, vec!["y".into()], options)?;
+    let text = format!("{},keep{keep},dense{},relu,keep{keep},dense1", data.examples.features(), data.hidden);
     let stack = Stack::parse(&text, Scaling::Inverted)?;
     let mut net = Network::new(&Architecture { stack, init: Init::Glorot }, seed)?;
     // R6: reg·Σw² in the loss is λ·w in the gradient with λ = 2·reg = l²·keep / (N·τ)
@@ -272,7 +267,7 @@ fn train_on(data: &UciData, indices: &[usize], keep: f64, tau: f64, p: &Protocol
 
 /// (evaluation-mode RMSE, MC RMSE, MC log-likelihood) of `t` on the examples at `indices`.
 fn score(t: &mut Trained, data: &UciData, indices: &[usize], tau: f64, p: &Protocol) -> Result<(f64, f64, f64)> {
-    let mut set = data.subset(indices)?;
+    let mut set = data.examples.subset(indices);
     t.features.apply(&mut set)?;
     let outputs = Outputs::of(&t.net, Loss::MeanSquaredError, Some(&t.targets))?;
     let rmse = regression::rmse(&mut t.net, &set, outputs)?[0];

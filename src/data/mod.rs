@@ -149,12 +149,11 @@ impl Dataset {
 fn gather_rows(from: &Matrix<f32>, indices: &[usize], to: &mut Matrix<f32>) {
     to.ensure_shape(indices.len(), from.cols());
     let width = from.cols().max(1);
-    let rows = to.as_mut_slice().chunks_mut(width).zip(indices);
+    let copy = |(row, &i): (&mut [f32], &usize)| row.copy_from_slice(from.row(i));
     if indices.len() * width < PARALLEL_GATHER_VALUES {
-        rows.for_each(|(row, &i)| row.copy_from_slice(from.row(i)));
+        to.as_mut_slice().chunks_mut(width).zip(indices).for_each(copy);
     } else {
-        let rows = to.as_mut_slice().par_chunks_mut(width).zip(indices);
-        rows.for_each(|(row, &i)| row.copy_from_slice(from.row(i)));
+        to.as_mut_slice().par_chunks_mut(width).zip(indices).for_each(copy);
     }
 }
 

@@ -441,23 +441,38 @@ mod tests {
         }
     }
 
+    /// A tile's signature, for the comparisons below.
+    type Tile = unsafe fn(&[*const f32; TILE_ROWS], &[isize], *const f32, usize, *mut f32, usize, bool);
+
+    /// The 8×40 outputs (starting at 0.5) of the portable tile and of `tile` on the same
+    /// gathered rows, 300 taps and a B of 40 columns: once storing, once accumulating.
+    fn portable_and(tile: Tile) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let src: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
+        let rows: [*const f32; 8] = std::array::from_fn(|i| src[i * 97..].as_ptr());
+        let off: Vec<isize> = (0..300).map(|t| (t * 2) as isize).collect();
+        let b: Vec<f32> = (0..300 * 40).map(|i| (i as f32 * 0.11).cos()).collect();
+        [false, true]
+            .into_iter()
+            .map(|accumulate| {
+                let (mut c1, mut c2) = (vec![0.5f32; 8 * 40], vec![0.5f32; 8 * 40]);
+                // SAFETY: rows + off stay inside src; b has 300 rows of 40 (ldb 40); c 8 rows of
+                // 40; the callers run `tile` only on a CPU that has its features.
+                unsafe {
+                    tile_portable(&rows, &off, b.as_ptr(), 40, c1.as_mut_ptr(), 40, accumulate);
+                    tile(&rows, &off, b.as_ptr(), 40, c2.as_mut_ptr(), 40, accumulate);
+                }
+                (c1, c2)
+            })
+            .collect()
+    }
+
     #[test]
     fn the_avx2_tile_equals_the_portable_one() {
         if !crate::cpu::detected_avx2() {
             eprintln!("skipped: this CPU lacks AVX2 and FMA");
             return;
         }
-        let src: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows: [*const f32; 8] = std::array::from_fn(|i| src[i * 97..].as_ptr());
-        let off: Vec<isize> = (0..300).map(|t| (t * 2) as isize).collect();
-        let b: Vec<f32> = (0..300 * 40).map(|i| (i as f32 * 0.11).cos()).collect();
-        for accumulate in [false, true] {
-            let (mut c1, mut c2) = (vec![0.5f32; 8 * 40], vec![0.5f32; 8 * 40]);
-            // SAFETY: rows + off stay inside src; b has 300 rows of 40 (ldb 40); c 8 rows of 40.
-            unsafe {
-                tile_portable(&rows, &off, b.as_ptr(), 40, c1.as_mut_ptr(), 40, accumulate);
-                tile_avx2(&rows, &off, b.as_ptr(), 40, c2.as_mut_ptr(), 40, accumulate);
-            }
+        for (c1, c2) in portable_and(tile_avx2) {
             for (i, (x, y)) in c1.iter().zip(&c2).enumerate() {
                 // columns 32..40 are outside the tile and stay as they were
                 if i % 40 >= 32 {
@@ -476,17 +491,7 @@ mod tests {
             eprintln!("skipped: this CPU lacks {}", crate::cpu::AVX512_FEATURES);
             return;
         }
-        let src: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.37).sin()).collect();
-        let rows: [*const f32; 8] = std::array::from_fn(|i| src[i * 97..].as_ptr());
-        let off: Vec<isize> = (0..300).map(|t| (t * 2) as isize).collect();
-        let b: Vec<f32> = (0..300 * 40).map(|i| (i as f32 * 0.11).cos()).collect();
-        for accumulate in [false, true] {
-            let (mut c1, mut c2) = (vec![0.5f32; 8 * 40], vec![0.5f32; 8 * 40]);
-            // SAFETY: rows + off stay inside src; b has 300 rows of 40 (ldb 40); c 8 rows of 40.
-            unsafe {
-                tile_portable(&rows, &off, b.as_ptr(), 40, c1.as_mut_ptr(), 40, accumulate);
-                tile_avx512(&rows, &off, b.as_ptr(), 40, c2.as_mut_ptr(), 40, accumulate);
-            }
+        for (c1, c2) in portable_and(tile_avx512) {
             for (x, y) in c1.iter().zip(&c2) {
                 // fused multiply-adds round once per step: within 300 roundings of 4e-7 each
                 assert!((x - y).abs() < 1e-3, "{x} vs {y}");

@@ -72,7 +72,7 @@ pub fn read(
     if targets.is_empty() || targets.len() > MAX_LAYER_UNITS {
         return Err(format!("a regression task needs 1 to {MAX_LAYER_UNITS} targets, not {}", targets.len()));
     }
-    if loss != Loss::MeanSquaredError && loss != Loss::GaussianNll {
+    if !loss.is_regression() {
         return Err(format!("loss {loss} is not a regression loss (mse or gaussian-nll)"));
     }
     if outputs != targets.len() * loss.outputs_per_target() {

@@ -331,7 +331,7 @@ impl Options {
             }
             return Ok(());
         }
-        if let Some(loss) = v.loss.filter(|l| *l != Loss::MeanSquaredError && *l != Loss::GaussianNll) {
+        if let Some(loss) = v.loss.filter(|l| !l.is_regression()) {
             return Err(self.error("loss", format!("{loss} is for class labels: regression takes mse or gaussian-nll")));
         }
         if v.tau.is_some() && self.loss() == Loss::GaussianNll {

@@ -140,7 +140,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
         ));
     }
     let (mut saved, set, mc, mut inputs) = model_and_data(&args.run)?;
-    if saved.regression.is_some() {
+    if let Some(regression) = saved.regression.take() {
         if let Some(flag) = [("--reliability", args.reliability.is_some()), ("--ood-data", args.ood_data.is_some())]
             .into_iter()
             .find_map(|(flag, given)| given.then_some(flag))
@@ -149,7 +149,7 @@ pub fn run_eval(args: EvalArgs) -> Result<ExitCode> {
                 "{flag} applies to classification models, and this one is a regression model"
             )));
         }
-        return crate::regress::eval(&mut saved, &set, mc, args.json);
+        return crate::regress::eval(&mut saved, &regression, &set, mc, args.json);
     }
     let ood_source = match &args.ood_data {
         Some(dir) => Some((dir, Source::from_path(dir, None, None, None)?)),
@@ -230,8 +230,8 @@ pub fn run_predict(args: PredictArgs) -> Result<ExitCode> {
     if let Some(n) = args.limit {
         set = set.subset(&(0..n.min(set.len())).collect::<Vec<_>>());
     }
-    if saved.regression.is_some() {
-        return crate::regress::predict(&mut saved, &set, mc, args.json);
+    if let Some(regression) = saved.regression.take() {
+        return crate::regress::predict(&mut saved, &regression, &set, mc, args.json);
     }
     let started = Instant::now();
     let predictions = predict(&mut saved.net, &set.x, saved.loss, mc)?;

@@ -14,25 +14,21 @@ use std::time::Instant;
 /// The z of a two-sided 95% interval of a normal distribution.
 const Z_95: f64 = 1.959_963_984_540_054;
 
-fn regression_of(saved: &Saved) -> &Regression {
-    saved.regression.as_ref().expect("called for regression models")
-}
-
 /// The precisions the log-likelihood is computed for: the model's τ (none: no log-likelihood of
 /// a homoscedastic model).
 fn taus(r: &Regression) -> Vec<f64> {
     r.tau.into_iter().collect()
 }
 
-pub fn eval(saved: &mut Saved, set: &Dataset, mc: Option<u32>, json: bool) -> Result<ExitCode> {
-    let r = regression_of(saved).clone();
+/// `eval` of `saved`, whose regression targets are `r`.
+pub fn eval(saved: &mut Saved, r: &Regression, set: &Dataset, mc: Option<u32>, json: bool) -> Result<ExitCode> {
     let outputs = Outputs::of(&saved.net, saved.loss, r.target_standardization.as_ref())?;
     let y = set.values()?;
     let eval_rmse = rmse(&mut saved.net, set, outputs)?;
     let heteroscedastic = outputs.loss.outputs_per_target() == 2;
     let mc_scores = match mc {
         Some(t) => {
-            let taus = taus(&r);
+            let taus = taus(r);
             let with_ll = heteroscedastic || !taus.is_empty();
             let p = predictive(&mut saved.net, &set.x, with_ll.then_some(y), outputs, Some(t), &taus)?;
             Some((t, p.rmse(y), p.log_likelihood.first().copied()))
@@ -61,8 +57,8 @@ pub fn eval(saved: &mut Saved, set: &Dataset, mc: Option<u32>, json: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn predict(saved: &mut Saved, set: &Dataset, mc: Option<u32>, json: bool) -> Result<ExitCode> {
-    let r = regression_of(saved).clone();
+/// `predict` of `saved`, whose regression targets are `r`.
+pub fn predict(saved: &mut Saved, r: &Regression, set: &Dataset, mc: Option<u32>, json: bool) -> Result<ExitCode> {
     let outputs = Outputs::of(&saved.net, saved.loss, r.target_standardization.as_ref())?;
     let y = set.values()?;
     let started = Instant::now();

@@ -49,8 +49,10 @@ struct Run {
     out: PathBuf,
     /// The standardisation saved with a resumed run (the data must give it again).
     saved_standardization: Option<Standardization>,
-    /// The regression targets saved with a resumed run, or a new run's τ (`--tau T`).
-    saved_regression: Option<Regression>,
+    /// The target standardisation saved with a resumed regression run (the data must give it again).
+    saved_target_standardization: Option<Standardization>,
+    /// The observation precision of a regression model: a new run's `--tau T`, or the resumed file's.
+    tau: Option<f64>,
     /// Whether the output file existed before the run, and what it held if it is the resumed run.
     out_before: Option<String>,
 }
@@ -71,12 +73,10 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         standardize_targets: run.state.standardize_targets,
     };
     let splits = data::load(&run.source, load)?;
-    let regression = regression_of(&splits, run.saved_regression.as_ref());
-    let resumed = args.resume.is_some();
-    if resumed
+    let regression = regression_of(&splits, run.tau);
+    if args.resume.is_some()
         && (splits.standardization != run.saved_standardization
-            || regression.as_ref().map(|r| &r.target_standardization)
-                != run.saved_regression.as_ref().map(|r| &r.target_standardization))
+            || splits.target_standardization != run.saved_target_standardization)
     {
         return Err(Error::Config(format!(
             "the data in {} no longer gives the standardisation the run was trained with: it has changed",
@@ -117,7 +117,9 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     observer.finish();
     if run.state.choose_tau && matches!(stop, Stop::Finished | Stop::EarlyStopped) {
         let val = splits.val.as_ref().ok_or_else(|| Error::Config("--tau auto needs --val N".into()))?;
-        let regression = observer.model.regression.as_mut().expect("--tau applies to regression");
+        let regression = observer.model.regression.as_mut().ok_or_else(|| {
+            Error::Config("--tau auto applies to regression: give the target columns with --target-col".into())
+        })?;
         let outputs = Outputs::of(&run.net, run.loss, regression.target_standardization.as_ref())?;
         let tau = choose_tau(&mut run.net, val, outputs, TAU_SAMPLES)?;
         eprintln!("τ chosen on the validation set ({TAU_SAMPLES} Monte-Carlo samples): {tau:.6}");
@@ -138,13 +140,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
 /// Monte-Carlo samples `--tau auto` scores each candidate τ with.
 const TAU_SAMPLES: u32 = 100;
 
-/// The regression targets of a run on `splits` (`None` for classification), with the τ of
-/// `saved` (a resumed run's file, or a new run's `--tau`).
-fn regression_of(splits: &data::Splits, saved: Option<&Regression>) -> Option<Regression> {
+/// The regression targets of a run on `splits` (`None` for classification), with precision `tau`.
+fn regression_of(splits: &data::Splits, tau: Option<f64>) -> Option<Regression> {
     matches!(splits.train.y, data::Targets::Values(_)).then(|| Regression {
         targets: splits.target_names.clone(),
         target_standardization: splits.target_standardization.clone(),
-        tau: saved.and_then(|r| r.tau),
+        tau,
     })
 }
 
@@ -182,10 +183,6 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let mut state = options.train_state()?;
     let tau = options.tau()?;
     state.choose_tau = tau == Some(Tau::Auto);
-    let saved_regression = match tau {
-        Some(Tau::Given(t)) => Some(Regression { targets: Vec::new(), target_standardization: None, tau: Some(t) }),
-        _ => None,
-    };
     let opt = Optimizer::new(state.optimizer.clone())?;
     let epochs = v.epochs.unwrap_or(defaults::EPOCHS);
     state.target_epochs = Some(epochs);
@@ -200,7 +197,11 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
         epochs,
         out,
         saved_standardization: None,
-        saved_regression,
+        saved_target_standardization: None,
+        tau: match tau {
+            Some(Tau::Given(t)) => Some(t),
+            _ => None,
+        },
         out_before,
     })
 }
@@ -266,7 +267,8 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
         epochs,
         out,
         saved_standardization: standardization,
-        saved_regression: regression,
+        saved_target_standardization: regression.as_ref().and_then(|r| r.target_standardization.clone()),
+        tau: regression.and_then(|r| r.tau),
         out_before,
     })
 }
