@@ -23,12 +23,31 @@ pub fn eval_batch(net: &Network<f32>) -> usize {
     (EVAL_VALUES / widest.max(1)).clamp(1, EVAL_BATCH)
 }
 
-/// Rows `rows` of `x` into `batch` (resized): one evaluation pass's examples.
-pub(crate) fn copy_rows(x: &Matrix<f32>, rows: std::ops::Range<usize>, batch: &mut Matrix<f32>) {
-    batch.ensure_shape(rows.len(), x.cols());
-    for (r, i) in rows.enumerate() {
-        batch.row_mut(r).copy_from_slice(x.row(i));
+/// Every forward pass of a prediction over the examples of `x`: one `Eval` pass per batch of
+/// [`eval_batch`] examples when `mc` is `None`, else `mc` Monte-Carlo passes per batch, masks
+/// addressed by example index (rows `first_row + i`) so that nothing depends on the batch size or
+/// thread count. `each(start, out)` hears every pass: the index of its first example and the
+/// network's output for its examples.
+pub(crate) fn for_each_pass(
+    net: &mut Network<f32>,
+    x: &Matrix<f32>,
+    mc: Option<u32>,
+    mut each: impl FnMut(usize, &Matrix<f32>),
+) -> Result<()> {
+    let mut batch = Matrix::zeros(0, 0);
+    let per_pass = eval_batch(net);
+    for start in (0..x.rows()).step_by(per_pass) {
+        let end = (start + per_pass).min(x.rows());
+        batch.ensure_shape(end - start, x.cols());
+        for (r, i) in (start..end).enumerate() {
+            batch.row_mut(r).copy_from_slice(x.row(i));
+        }
+        for t in 0..mc.unwrap_or(1).max(1) {
+            let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
+            each(start, net.forward(&batch, mode)?);
+        }
     }
+    Ok(())
 }
 
 /// Index of the largest value.
@@ -128,35 +147,28 @@ pub fn predict(net: &mut Network<f32>, x: &Matrix<f32>, loss: Loss, mc: Option<u
     let mut sum = vec![0.0f64; n * classes];
     let mut sum_sq = vec![0.0f64; n * classes];
     let mut sum_entropy = vec![0.0f64; n];
-    let mut batch = Matrix::zeros(0, 0);
-    let per_pass = eval_batch(net);
-    for start in (0..n).step_by(per_pass) {
-        let end = (start + per_pass).min(n);
-        copy_rows(x, start..end, &mut batch);
-        for t in 0..samples {
-            let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
-            let out = net.forward(&batch, mode)?;
-            // each example's sums in its own slots, examples in parallel
-            let sums = sum[start * classes..end * classes].par_chunks_mut(classes);
-            let squares = sum_sq[start * classes..end * classes].par_chunks_mut(classes);
-            let entropies = sum_entropy[start..end].par_iter_mut();
-            sums.zip(squares).zip(entropies).enumerate().with_min_len(64).for_each_init(
-                || vec![0.0f32; classes],
-                |probs, (r, ((sum, sum_sq), sum_entropy))| {
-                    probabilities(loss, out.row(r), probs);
-                    let mut h = 0.0;
-                    for ((s, sq), &p) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(probs.iter()) {
-                        *s += p as f64;
-                        *sq += (p as f64) * (p as f64);
-                        if p > 0.0 {
-                            h -= p as f64 * (p as f64).ln();
-                        }
+    for_each_pass(net, x, mc, |start, out| {
+        let end = start + out.rows();
+        // each example's sums in its own slots, examples in parallel
+        let sums = sum[start * classes..end * classes].par_chunks_mut(classes);
+        let squares = sum_sq[start * classes..end * classes].par_chunks_mut(classes);
+        let entropies = sum_entropy[start..end].par_iter_mut();
+        sums.zip(squares).zip(entropies).enumerate().with_min_len(64).for_each_init(
+            || vec![0.0f32; classes],
+            |probs, (r, ((sum, sum_sq), sum_entropy))| {
+                probabilities(loss, out.row(r), probs);
+                let mut h = 0.0;
+                for ((s, sq), &p) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(probs.iter()) {
+                    *s += p as f64;
+                    *sq += (p as f64) * (p as f64);
+                    if p > 0.0 {
+                        h -= p as f64 * (p as f64).ln();
                     }
-                    *sum_entropy += h;
-                },
-            );
-        }
-    }
+                }
+                *sum_entropy += h;
+            },
+        );
+    })?;
     let t = samples as f64;
     Ok((0..n)
         .map(|i| {

@@ -8,9 +8,9 @@
 
 use crate::data::{Dataset, Standardization};
 use crate::error::{Error, Result};
-use crate::eval::{copy_rows, eval_batch};
+use crate::eval::for_each_pass;
 use crate::loss::Loss;
-use crate::network::{Mode, Network};
+use crate::network::Network;
 use crate::tensor::Matrix;
 use rayon::prelude::*;
 
@@ -71,19 +71,14 @@ pub fn rmse(net: &mut Network<f32>, data: &Dataset, outputs: Outputs<'_>) -> Res
     let y = data.values()?;
     check_targets(y, outputs)?;
     let mut sum_sq = vec![0.0f64; outputs.targets];
-    let mut batch = Matrix::zeros(0, 0);
-    let per_pass = eval_batch(net);
-    for start in (0..data.len()).step_by(per_pass) {
-        let end = (start + per_pass).min(data.len());
-        copy_rows(&data.x, start..end, &mut batch);
-        let out = net.forward(&batch, Mode::Eval)?;
-        for i in start..end {
+    for_each_pass(net, &data.x, None, |start, out| {
+        for r in 0..out.rows() {
             for (d, s) in sum_sq.iter_mut().enumerate() {
-                let diff = y.get(i, d) as f64 - outputs.mean(out.row(i - start), d);
+                let diff = y.get(start + r, d) as f64 - outputs.mean(out.row(r), d);
                 *s += diff * diff;
             }
         }
-    }
+    })?;
     Ok(sum_sq.iter().map(|s| (s / data.len() as f64).sqrt()).collect())
 }
 
@@ -196,24 +191,16 @@ pub fn predictive(
         s[3 * targets..].chunks_mut(2).for_each(|c| c[0] = f64::NEG_INFINITY);
     });
     let samples = mc.unwrap_or(1).max(1);
-    let mut batch = Matrix::zeros(0, 0);
-    let per_pass = eval_batch(net);
-    for start in (0..n).step_by(per_pass) {
-        let end = (start + per_pass).min(n);
-        copy_rows(x, start..end, &mut batch);
-        for t in 0..samples {
-            let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
-            let out = net.forward(&batch, mode)?;
-            let rows = state[start * stride..end * stride].par_chunks_mut(stride.max(1)).enumerate().with_min_len(64);
-            rows.for_each(|(r, s)| {
-                let (mean, rest) = s.split_at_mut(targets);
-                let (square, rest) = rest.split_at_mut(targets);
-                let (var, lse) = rest.split_at_mut(targets);
-                let mut sums = Sums { mean, square, var, lse };
-                add_sample(&mut sums, out.row(r), y.map(|y| y.row(start + r)), outputs, taus);
-            });
-        }
-    }
+    for_each_pass(net, x, mc, |start, out| {
+        let rows = state[start * stride..(start + out.rows()) * stride].par_chunks_mut(stride.max(1));
+        rows.enumerate().with_min_len(64).for_each(|(r, s)| {
+            let (mean, rest) = s.split_at_mut(targets);
+            let (square, rest) = rest.split_at_mut(targets);
+            let (var, lse) = rest.split_at_mut(targets);
+            let mut sums = Sums { mean, square, var, lse };
+            add_sample(&mut sums, out.row(r), y.map(|y| y.row(start + r)), outputs, taus);
+        });
+    })?;
     Ok(finish(&state, stride, n, samples, outputs, candidates))
 }
 
