@@ -14,8 +14,8 @@
 //! here is the classic bug): `da[i,k] = da_tilde[i,k] * r[i,k] / keep[k]`
 //! (inverted) or `da_tilde[i,k] * r[i,k]` (standard), and through the eval scaling in eval mode.
 
-#[cfg(target_arch = "x86_64")]
 mod alpha;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bitmask;
 mod dropconnect;
