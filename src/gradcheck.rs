@@ -7,13 +7,13 @@
 //! tensor's, and a case passes at or below [`TOLERANCE`].
 
 use crate::activation::Activation;
-use crate::dropout::Scaling;
+use crate::dropout::{ConcreteRegularizer, Scaling};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, PoolKind};
 use crate::loss::{Loss, Targets};
 use crate::network::{Architecture, Init, Mode, Network};
 use crate::rng::{Stream, StreamRng};
-use crate::stack::{Stack, Token};
+use crate::stack::{ConcreteSpec, NoiseKind, Stack, Token};
 use crate::tensor::Matrix;
 
 /// Half-width of the central difference.
@@ -125,7 +125,7 @@ pub fn cases() -> Vec<Case> {
 fn stack_cases() -> Vec<Case> {
     use KeepKind::*;
     use Scaling::*;
-    let stacks: [(&str, &str, KeepKind, Scaling); 19] = [
+    let stacks: [(&str, &str, KeepKind, Scaling); 22] = [
         ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
         ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
         ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
@@ -145,6 +145,9 @@ fn stack_cases() -> Vec<Case> {
         ("dropconnect-mlp", "6,dropconnect0.7,dense5,tanh,dropconnect0.5,dense3", PerLayer, Inverted),
         ("dropconnect-mlp", "6,keep0.8,dense5,sigmoid,dropconnect0.6,dense3", PerLayer, Standard),
         ("dropconnect-conv", "2x5x5,conv3k3,relu,dropconnect0.6,flatten,dense3", PerLayer, Inverted),
+        ("concrete-mlp", "6,concrete0.7,dense5,tanh,concrete0.6,dense3", PerUnit, Inverted),
+        ("concrete-per-layer-t0.5-mlp", "6,concrete0.8,dense5,sigmoid,concrete0.5,dense3", PerLayer, Inverted),
+        ("concrete-conv", "2x5x5,conv3k3,relu,flatten,concrete0.7,dense3", PerUnit, Inverted),
     ];
     let mut cases: Vec<Case> = stacks
         .iter()
@@ -163,7 +166,11 @@ fn stack_cases() -> Vec<Case> {
     let mut eval = cases[14].clone();
     (eval.name, eval.eval) = ("alpha-selu-mlp-eval-batch3".into(), true);
     cases.push(eval);
-    for (from, name) in [(16, "dropconnect-mlp-inverted-eval-batch3"), (17, "dropconnect-mlp-standard-eval-batch3")] {
+    for (from, name) in [
+        (16, "dropconnect-mlp-inverted-eval-batch3"),
+        (17, "dropconnect-mlp-standard-eval-batch3"),
+        (19, "concrete-mlp-inverted-eval-batch3"),
+    ] {
         let mut eval = cases[from].clone();
         (eval.name, eval.eval) = (name.into(), true);
         cases.push(eval);
@@ -208,10 +215,17 @@ impl Problem {
             let shapes: Vec<_> = plans.iter().filter_map(|p| p.noise.as_ref().map(|n| (n.0.noise, n.2))).collect();
             for (spec, (kind, shape)) in stack.noises_mut().zip(shapes) {
                 let n = match (kind, shape) {
-                    (crate::stack::NoiseKind::Spatial, crate::stack::Shape::Map { c, .. }) => c,
+                    (NoiseKind::Spatial, crate::stack::Shape::Map { c, .. }) => c,
                     _ => shape.units(),
                 };
-                spec.keep = (0..n).map(|k| if k == 0 { 1.0 } else { 0.35 + 0.6 * rng.uniform() }).collect();
+                // a concrete keep's logit needs keep < 1
+                let first = if kind == NoiseKind::Concrete { 0.95 } else { 1.0 };
+                spec.keep = (0..n).map(|k| if k == 0 { first } else { 0.35 + 0.6 * rng.uniform() }).collect();
+            }
+        }
+        if case.name.starts_with("concrete-per-layer-t0.5") {
+            for spec in stack.noises_mut() {
+                spec.concrete = Some(ConcreteSpec { temperature: 0.5, per_layer: true });
             }
         }
         if case.name.starts_with("perchannel-map") {
@@ -226,6 +240,8 @@ impl Problem {
         });
         let init = hidden.map_or(Init::He, Init::for_activation);
         let mut net = Network::new(&Architecture { stack, init }, seed)?;
+        // coefficients large enough that the concrete regulariser's gradient is seen
+        net.set_concrete_regularizer(ConcreteRegularizer { weight: 0.05, entropy: 0.03 });
         for layer in net.layers_mut() {
             if let Some((_, bias)) = layer.parameters_mut() {
                 for b in bias.iter_mut() {
@@ -270,10 +286,12 @@ impl Problem {
         }
     }
 
-    /// J at the current parameters and input (forward + loss), with its gradient on the output.
+    /// J at the current parameters and input (forward, loss and the concrete regulariser), with
+    /// the loss's gradient on the output.
     fn objective_and_grad(&mut self, grad: &mut Matrix<f64>) -> Result<f64> {
         self.net.forward(&self.x, self.mode)?;
-        self.loss.compute(self.net.output(), self.targets(), grad)
+        let loss = self.loss.compute(self.net.output(), self.targets(), grad)?;
+        Ok(loss + self.net.regularizer())
     }
 
     /// J at the current parameters and input.
@@ -441,6 +459,28 @@ mod tests {
                 assert!(*err <= TOLERANCE, "{name}: the last layer's gradient does not pass a mask");
             } else {
                 assert!(*err > 0.1, "{name}: {err} — the check missed the forgotten 1/keep");
+            }
+        }
+    }
+
+    #[test]
+    fn a_concrete_backward_without_its_regulariser_fails_the_check() {
+        let case = cases().into_iter().find(|c| c.name == "concrete-mlp-inverted-batch3").unwrap();
+        let mut problem = (1..).find_map(|seed| Problem::draw(&case, seed).unwrap()).unwrap();
+        let numeric = problem.numeric().unwrap();
+        // backward without the regulariser's terms, against differences of J with them
+        problem.net.set_concrete_regularizer(ConcreteRegularizer::default());
+        let mut grad = Matrix::zeros(0, 0);
+        problem.net.forward(&problem.x, problem.mode).unwrap();
+        problem.loss.compute(problem.net.output(), problem.targets(), &mut grad).unwrap();
+        problem.net.backward(&grad, None).unwrap();
+        let analytic: Vec<Tensor> =
+            problem.net.params().into_iter().map(|p| Tensor { name: p.name, values: p.grad.to_vec() }).collect();
+        let numeric: Vec<Tensor> = numeric.into_iter().filter(|t| t.name != "input").collect();
+        let errors = compare(&analytic, &numeric).unwrap();
+        for (name, err) in &errors {
+            if name.ends_with("keep_logit") || name.ends_with("weight") {
+                assert!(*err > 1e-3, "{name}: {err} — the check missed the regulariser");
             }
         }
     }

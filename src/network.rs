@@ -2,6 +2,7 @@
 //! weights, parameter visiting, the fused training step, and a printable summary.
 
 use crate::activation::Activation;
+use crate::dropout::ConcreteRegularizer;
 use crate::error::{shape, Error, Result};
 use crate::layer::{plan, ActivationLayer, Conv2d, Dense, Layer, Noise, NoiseLayer, Plan, PlanKind, Pool};
 use crate::optim::{max_norm, update, update_rows, BlockUpdate, Optimizer};
@@ -160,10 +161,9 @@ impl<T: Scalar> Network<T> {
         let first_param = plans
             .iter()
             .map(|p| {
-                p.file_shapes().map(|_| {
-                    next += 2;
-                    next - 2
-                })
+                let first = next;
+                next += p.tensors();
+                (p.tensors() > 0).then_some(first)
             })
             .collect();
         Ok(Self { stack: arch.stack.clone(), plans, layers, first_param, seed, grad_between: Default::default() })
@@ -304,20 +304,57 @@ impl<T: Scalar> Network<T> {
                     value: p.bias,
                     grad: p.bias_grad,
                 });
+                if let Some((value, grad)) = p.keep_logit {
+                    out.push(Param { name: format!("{m}.keep_logit"), shape: (value.len(), 1), value, grad });
+                }
             }
         }
         out
     }
 
+    /// Parameter tensors in all.
+    fn tensors(&self) -> usize {
+        self.plans.iter().map(Plan::tensors).sum()
+    }
+
     /// Mutable values of parameter tensor `index` (the order of [`Network::params`]).
     pub fn param_values_mut(&mut self, index: usize) -> &mut [T] {
-        let (w, b) =
-            self.layers.iter_mut().filter_map(Layer::parameters_mut).nth(index / 2).expect("a parameter index");
-        if index.is_multiple_of(2) {
-            w.as_mut_slice()
-        } else {
-            b
+        let (mut rest, tensors) = (index, self.tensors());
+        for (layer, plan) in self.layers.iter_mut().zip(&self.plans) {
+            if rest < plan.tensors() {
+                return layer.tensor_mut(rest).expect("a tensor the plan counts");
+            }
+            rest -= plan.tensors();
         }
+        panic!("parameter index {index} of {tensors}")
+    }
+
+    /// Sets the coefficients of every concrete dropout's regulariser (math.md N6; none by default).
+    pub fn set_concrete_regularizer(&mut self, regularizer: ConcreteRegularizer) {
+        for layer in &mut self.layers {
+            if let Some(c) = layer.noise_mut().and_then(Noise::concrete_mut) {
+                c.set_regularizer(regularizer);
+            }
+        }
+    }
+
+    /// The concrete regularisers' R at the current parameters (0 without concrete dropout): what
+    /// backward adds the gradient of, besides the loss's.
+    pub fn regularizer(&self) -> f64 {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Dense(d) => d.noise.as_ref().and_then(Noise::concrete).map(|c| c.regularizer_value(&d.weight)),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// The learned keep of every concrete dropout: the dense layer's module number and σ(θ) per
+    /// input unit.
+    pub fn learned_keep(&self) -> Vec<(usize, Vec<f64>)> {
+        let concrete = |l: &Layer<T>| l.noise().and_then(Noise::concrete).map(|c| c.keep_values());
+        self.layers.iter().zip(&self.plans).filter_map(|(l, p)| concrete(l).map(|k| (p.module, k))).collect()
     }
 
     /// Number of trainable scalars.
@@ -337,13 +374,13 @@ impl Network<f32> {
     pub fn backward_and_update(&mut self, d_output: &Matrix<f32>, opt: &mut Optimizer, epoch: usize) -> Result<()> {
         // taken for the step (backward_each borrows the network) and put back after it
         let first_param = std::mem::take(&mut self.first_param);
-        let p = opt.begin_step(epoch, 2 * first_param.iter().flatten().count());
+        let p = opt.begin_step(epoch, self.tensors());
         let norm_limit = opt.config.max_norm.map(|c| c as f32);
         let result = self.backward_each(d_output, None, |l, layer, da, da_in| {
             let Some(first) = first_param[l] else { return layer.backward(da, da_in) };
-            let (w_slots, b_slots) = match &mut opt.slots[first..] {
-                [w, b, ..] => (w, b),
-                _ => unreachable!("begin_step made two slots per parameter layer"),
+            let (w_slots, b_slots, logit_slots) = match &mut opt.slots[first..] {
+                [w, b, rest @ ..] => (w, b, rest.first_mut()),
+                _ => unreachable!("begin_step made a slot per parameter tensor"),
             };
             let shape = layer.parameters().map(|p| p.weight.shape()).expect("a parameter layer");
             let block_update = BlockUpdate::new(w_slots, shape, p, norm_limit);
@@ -352,14 +389,15 @@ impl Network<f32> {
                 // g and w are that block of the layer's gradient and the layer's weights.
                 unsafe { block_update.apply(rows, cols, g, ldg, w) }
             };
-            let (weight, bias, bias_grad, complete) = match layer {
+            let (weight, bias, bias_grad, concrete, complete) = match layer {
                 Layer::Dense(d) => {
                     let complete = d.backward_then(da, da_in, Some(&apply))?;
-                    (&mut d.weight, &mut d.bias, &d.bias_grad, complete)
+                    let concrete = d.noise.as_mut().and_then(Noise::concrete_mut);
+                    (&mut d.weight, &mut d.bias, &d.bias_grad, concrete, complete)
                 }
                 Layer::Conv(c) => {
                     let complete = c.backward_then(da, da_in, Some(&apply))?;
-                    (&mut c.weight, &mut c.bias, &c.bias_grad, complete)
+                    (&mut c.weight, &mut c.bias, &c.bias_grad, None, complete)
                 }
                 _ => unreachable!("only dense layers and convolutions have parameters"),
             };
@@ -368,6 +406,10 @@ impl Network<f32> {
                 max_norm(weight.as_mut_slice(), width, c);
             }
             update(bias, bias_grad, b_slots, &p, false);
+            if let (Some(c), Some(slots)) = (concrete, logit_slots) {
+                // keep logits: no weight decay, no max-norm
+                update(&mut c.logit, &c.logit_grad, slots, &p, false);
+            }
             Ok(())
         });
         self.first_param = first_param;
@@ -378,20 +420,26 @@ impl Network<f32> {
     /// unfused path: [`Network::backward_and_update`] makes the same update of each weight matrix
     /// while its gradient is computed).
     pub fn apply_update(&mut self, opt: &mut Optimizer, epoch: usize) {
-        let tensors = 2 * self.first_param.iter().flatten().count();
-        let p = opt.begin_step(epoch, tensors);
+        let p = opt.begin_step(epoch, self.tensors());
         let c = opt.config.max_norm.map(|c| c as f32);
         let mut slot = 0;
         for layer in &mut self.layers {
-            let (weight, weight_grad, bias, bias_grad) = match layer {
-                Layer::Dense(d) => (&mut d.weight, &d.weight_grad, &mut d.bias, &d.bias_grad),
-                Layer::Conv(v) => (&mut v.weight, &v.weight_grad, &mut v.bias, &v.bias_grad),
+            let (weight, weight_grad, bias, bias_grad, concrete) = match layer {
+                Layer::Dense(d) => {
+                    let concrete = d.noise.as_mut().and_then(Noise::concrete_mut);
+                    (&mut d.weight, &d.weight_grad, &mut d.bias, &d.bias_grad, concrete)
+                }
+                Layer::Conv(v) => (&mut v.weight, &v.weight_grad, &mut v.bias, &v.bias_grad, None),
                 _ => continue,
             };
             let width = weight.cols();
             update_rows(weight.as_mut_slice(), weight_grad.as_slice(), &mut opt.slots[slot], &p, true, width, c);
             update(bias, bias_grad, &mut opt.slots[slot + 1], &p, false);
             slot += 2;
+            if let Some(concrete) = concrete {
+                update(&mut concrete.logit, &concrete.logit_grad, &mut opt.slots[slot], &p, false);
+                slot += 1;
+            }
         }
     }
 }
@@ -406,7 +454,8 @@ impl<T: Scalar> fmt::Display for Network<T> {
             let tokens: Vec<String> = self.stack.tokens[p.modules.clone()].iter().map(Token::text).collect();
             let mut name = tokens.join(",");
             if let Some(noise) = layer.noise() {
-                let keep = noise.keep().values();
+                let keep = noise.keep();
+                let keep = keep.values();
                 let (lo, hi) =
                     keep.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &p| (lo.min(p), hi.max(p)));
                 if lo != hi {

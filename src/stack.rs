@@ -6,6 +6,7 @@
 //! layers     denseN   convCkK[sS][pP]   maxpoolK[sS]   avgpoolK[sS]   flatten
 //! activation relu leakyrelu tanh sigmoid softmax elu selu gelu   (after a layer; none: linear)
 //! noise      keepP (Bernoulli per unit)   spatialP (Bernoulli per channel of a feature map)
+//!            gaussianP   alphaP   dropconnectP   concreteP (keep learned, starting at P)
 //! ```
 //!
 //! e.g. `1x28x28,conv32k5p2,relu,maxpool2,flatten,keep0.5,dense10`. A noise token acts on the input
@@ -71,6 +72,9 @@ pub enum NoiseKind {
     Alpha,
     /// `dropconnectP`: a Bernoulli mask on the next dense layer's weights (Wan et al. 2013).
     DropConnect,
+    /// `concreteP`: Bernoulli dropout whose keep probabilities are trained through a relaxed
+    /// Bernoulli (Gal, Hron & Kendall 2017), starting at P.
+    Concrete,
 }
 
 impl NoiseKind {
@@ -82,6 +86,7 @@ impl NoiseKind {
             NoiseKind::Gaussian => "gaussian",
             NoiseKind::Alpha => "alpha",
             NoiseKind::DropConnect => "dropconnect",
+            NoiseKind::Concrete => "concrete",
         }
     }
 
@@ -101,12 +106,44 @@ impl NoiseKind {
 }
 
 /// A noise token: its kind, keep probabilities (one for all, or one per unit or per channel) and
-/// scaling convention.
+/// scaling convention, and for concrete dropout the settings of its relaxation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NoiseSpec {
     pub noise: NoiseKind,
     pub keep: Vec<f64>,
     pub scaling: Scaling,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concrete: Option<ConcreteSpec>,
+}
+
+impl NoiseSpec {
+    /// A noise of `noise` kind with these keep probabilities (concrete: the default relaxation).
+    pub fn new(noise: NoiseKind, keep: Vec<f64>, scaling: Scaling) -> Self {
+        let concrete = (noise == NoiseKind::Concrete).then(ConcreteSpec::default);
+        Self { noise, keep, scaling, concrete }
+    }
+}
+
+/// How a concrete dropout token learns its keep probabilities (`--concrete-temperature`,
+/// `--concrete-per`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcreteSpec {
+    /// t of the relaxed Bernoulli σ((θ + L)/t).
+    pub temperature: f64,
+    /// One keep probability for all the input's units instead of one per unit.
+    pub per_layer: bool,
+}
+
+impl ConcreteSpec {
+    /// The temperature of Gal, Hron & Kendall 2017.
+    pub const TEMPERATURE: f64 = 0.1;
+}
+
+impl Default for ConcreteSpec {
+    fn default() -> Self {
+        Self { temperature: Self::TEMPERATURE, per_layer: false }
+    }
 }
 
 /// One module of the stack.
@@ -121,9 +158,6 @@ pub enum Token {
     Activation { activation: Activation },
     Noise(NoiseSpec),
 }
-
-/// The noise kinds that the dropout-family work will add: reserved names, an error for now.
-const RESERVED_NOISE: [&str; 1] = ["concrete"];
 
 impl Token {
     /// The token as `--arch` spells it (keep probabilities other than a single one print as `keep*`,
@@ -181,8 +215,14 @@ impl Token {
         if text == "flatten" {
             return Ok(Token::Flatten);
         }
-        let kinds =
-            [NoiseKind::DropConnect, NoiseKind::Bernoulli, NoiseKind::Spatial, NoiseKind::Gaussian, NoiseKind::Alpha];
+        let kinds = [
+            NoiseKind::DropConnect,
+            NoiseKind::Bernoulli,
+            NoiseKind::Spatial,
+            NoiseKind::Gaussian,
+            NoiseKind::Alpha,
+            NoiseKind::Concrete,
+        ];
         for kind in kinds {
             let name = kind.token();
             if let Some(rest) = text.strip_prefix(name) {
@@ -194,11 +234,8 @@ impl Token {
                          evaluation mean): drop --scaling standard"
                     )));
                 }
-                return Ok(Token::Noise(NoiseSpec { noise: kind, keep: vec![p], scaling }));
+                return Ok(Token::Noise(NoiseSpec::new(kind, vec![p], scaling)));
             }
-        }
-        if let Some(name) = RESERVED_NOISE.iter().find(|n| text.starts_with(**n)) {
-            return Err(bad(&format!("{name} noise is reserved for the dropout family and not built yet")));
         }
         let activation = match text {
             "leakyrelu" => Some(Activation::LeakyRelu),
@@ -279,7 +316,7 @@ impl Stack {
                 Some(&p) if keep[l].iter().all(|&q| q == p) => vec![p],
                 _ => keep[l].clone(),
             };
-            tokens.push(Token::Noise(NoiseSpec { noise: NoiseKind::Bernoulli, keep, scaling }));
+            tokens.push(Token::Noise(NoiseSpec::new(NoiseKind::Bernoulli, keep, scaling)));
             tokens.push(Token::Dense { units: sizes[l + 1] });
             let activation = if l + 1 == layers { output } else { hidden };
             if activation != Activation::Identity {
@@ -332,12 +369,12 @@ mod tests {
     }
 
     #[test]
-    fn bad_and_reserved_tokens_are_named() {
+    fn bad_tokens_are_named() {
         for (text, expected) in [
             ("784,dense0", "'dense0'"),
             ("784,conv3", "convCkK"),
             ("784,keep1.5", "outside (0, 1]"),
-            ("784,concrete0.5", "reserved for the dropout family"),
+            ("784,concrete1.5", "outside (0, 1]"),
             ("784,swish", "'swish'"),
             ("28x28,dense3", "the first token must be the input"),
         ] {

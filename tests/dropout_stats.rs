@@ -9,7 +9,7 @@ use dropnet::{Activation, Matrix, Mode, Scaling};
 
 /// Bernoulli noise with `KEEP` per unit, the first noise of its stack (mask layer 0).
 fn noise(scaling: Scaling) -> Option<Noise<f64>> {
-    let spec = NoiseSpec { noise: NoiseKind::Bernoulli, keep: KEEP.to_vec(), scaling };
+    let spec = NoiseSpec::new(NoiseKind::Bernoulli, KEEP.to_vec(), scaling);
     Some(Noise::new(&spec, Shape::Flat(KEEP.len()), 0).unwrap())
 }
 

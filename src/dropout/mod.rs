@@ -18,6 +18,7 @@ mod alpha;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod bitmask;
+mod concrete;
 mod dropconnect;
 mod gaussian;
 mod kernels;
@@ -26,6 +27,7 @@ mod spatial;
 
 pub use alpha::{AlphaDropout, ALPHA_PRIME};
 pub use bitmask::BitMask;
+pub use concrete::{logit, relaxed_bit, ConcreteDropout, ConcreteRegularizer};
 pub use dropconnect::DropConnect;
 pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;

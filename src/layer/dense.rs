@@ -14,7 +14,9 @@
 //!
 //! Under DropConnect (`dropconnectP` before the layer) the input passes unchanged and W is
 //! replaced by the masked weights `s·M ⊙ W` in both products, with `dW = (dzᵀ·ã) ⊙ s·M` (math.md
-//! N5, `crate::dropout::DropConnect`).
+//! N5, `crate::dropout::DropConnect`). Under concrete dropout (`concreteP`) the layer also fills
+//! the keep logits' gradient from dã, and adds the regulariser's `2 c_w·W[j,k]/q[k]` to dW (math.md
+//! N6, `crate::dropout::ConcreteDropout`).
 
 use super::noise::Noise;
 use super::Mode;
@@ -46,6 +48,8 @@ pub struct Dense<T: Scalar> {
     z: Matrix<T>,
     a: Matrix<T>,
     dz: Matrix<T>,
+    /// dã when no input gradient is asked for but concrete dropout needs it.
+    da_tilde: Matrix<T>,
 }
 
 impl<T: Scalar> Dense<T> {
@@ -70,6 +74,7 @@ impl<T: Scalar> Dense<T> {
             z: Matrix::zeros(0, out),
             a: Matrix::zeros(0, out),
             dz: Matrix::zeros(0, out),
+            da_tilde: Matrix::zeros(0, 0),
         })
     }
 
@@ -183,10 +188,17 @@ impl<T: Scalar> Dense<T> {
                 }
             }
         });
-        if let Some(da_in) = da_in {
+        let concrete = self.noise.as_ref().is_some_and(|n| n.concrete().is_some());
+        let wants_input_grad = da_in.is_some();
+        let inputs = self.inputs();
+        if wants_input_grad || concrete {
             // da_tilde[i,k] = Σ_j dz[i,j] w[j,k]  (D6; before the weights are updated below)
-            da_in.ensure_shape(self.dz.rows(), self.inputs());
-            let noise = self.noise.as_ref();
+            let target = match da_in {
+                Some(d) => d,
+                None => &mut self.da_tilde,
+            };
+            target.ensure_shape(self.dz.rows(), inputs);
+            let noise = self.noise.as_ref().filter(|_| !concrete);
             // da[i,k] = da_tilde[i,k] · r[i,k] / keep[k]  (D7), on each block of da_tilde as the
             // product finishes it
             let epilogue = |rows: Range<usize>, cols: Range<usize>, d: *mut T, ld: usize| {
@@ -199,7 +211,11 @@ impl<T: Scalar> Dense<T> {
                 noise.is_some().then_some(&epilogue as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
             // under DropConnect, the masked weights of the forward pass (N5)
             let weight = noise.and_then(Noise::dropconnect).map_or(&self.weight, |d| d.weight());
-            matmul_then(da_in, &self.dz, Trans::No, weight, Trans::No, false, epilogue, true)?;
+            matmul_then(target, &self.dz, Trans::No, weight, Trans::No, false, epilogue, true)?;
+            if let Some(c) = self.noise.as_mut().and_then(Noise::concrete_mut) {
+                // dθ and da of concrete dropout, with the regulariser's dθ (N6)
+                c.backward_in_place(target, &self.a_tilde, &self.weight, wants_input_grad);
+            }
         }
         // dw[j,k] = Σ_i dz[i,j] a_tilde[i,k]  (D5), under DropConnect times s·M[j,k] (N5), and the
         // update of each finished block of w
@@ -207,10 +223,17 @@ impl<T: Scalar> Dense<T> {
         let complete_ref = &complete;
         let w = SharedMut(self.weight.as_mut_slice().as_mut_ptr());
         let connect = self.noise.as_ref().and_then(Noise::dropconnect);
+        // concrete dropout's regulariser: dw[j,k] += 2 c_w · w[j,k] / q[k]  (N6)
+        let decay = self.noise.as_ref().and_then(Noise::concrete).and_then(|c| c.weight_decay());
+        let (decay_ref, width) = (decay.as_deref(), self.inputs());
         let then = move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
             if let Some(connect) = connect {
                 // SAFETY: the product hands this block of the gradient to this thread alone.
                 unsafe { connect.mask_gradient_block(rows.clone(), cols.clone(), g, ldg) };
+            }
+            if let Some(decay) = decay_ref {
+                // SAFETY: as above; the same block of w is read before its update below.
+                unsafe { add_weight_decay_block(rows.clone(), cols.clone(), g, ldg, w.get(), width, decay) };
             }
             if let Some(update) = update {
                 if !update(rows, cols, g, ldg, w.get()) {
@@ -218,12 +241,41 @@ impl<T: Scalar> Dense<T> {
                 }
             }
         };
-        let epilogue = (update.is_some() || connect.is_some())
+        let epilogue = (update.is_some() || connect.is_some() || decay.is_some())
             .then_some(&then as &(dyn Fn(Range<usize>, Range<usize>, *mut T, usize) + Sync));
         // with an update, the gradient is needed only by it (store_c = false)
         let store = update.is_none();
         matmul_then(&mut self.weight_grad, &self.dz, Trans::Yes, &self.a_tilde, Trans::No, false, epilogue, store)?;
         Ok(complete.load(Ordering::Relaxed))
+    }
+}
+
+/// `g[j,k] += decay[k] · w[j,k]` on a block of the weight gradient (`w` the whole matrix, row
+/// stride `width`).
+///
+/// # Safety
+/// The block of `g` (element (rows.start + r, cols.start + c) at `g + r·ldg + c`) must be valid for
+/// reads and writes and the same block of `w` for reads, and no one else may write them meanwhile.
+unsafe fn add_weight_decay_block<T: Scalar>(
+    rows: Range<usize>,
+    cols: Range<usize>,
+    g: *mut T,
+    ldg: usize,
+    w: *const T,
+    width: usize,
+    decay: &[T],
+) {
+    for (r, j) in rows.enumerate() {
+        // SAFETY: the caller's contract, row r of the block.
+        let (g, w) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(g.add(r * ldg), cols.len()),
+                std::slice::from_raw_parts(w.add(j * width + cols.start), cols.len()),
+            )
+        };
+        for ((g, &w), &d) in g.iter_mut().zip(w).zip(&decay[cols.clone()]) {
+            *g += d * w;
+        }
     }
 }
 

@@ -53,12 +53,14 @@ pub enum Layer<T: Scalar> {
     Noise(NoiseLayer<T>),
 }
 
-/// A layer's weight and bias with their gradients.
+/// A layer's weight and bias with their gradients, and the keep logits of concrete dropout on its
+/// input with theirs.
 pub struct Parameters<'a, T: Scalar> {
     pub weight: &'a Matrix<T>,
     pub bias: &'a [T],
     pub weight_grad: &'a Matrix<T>,
     pub bias_grad: &'a [T],
+    pub keep_logit: Option<(&'a [T], &'a [T])>,
 }
 
 /// A noise with no dense layer or convolution after it to fuse into, and its output.
@@ -125,12 +127,14 @@ impl<T: Scalar> Layer<T> {
                 bias: &l.bias,
                 weight_grad: &l.weight_grad,
                 bias_grad: &l.bias_grad,
+                keep_logit: l.noise.as_ref().and_then(Noise::concrete).map(|c| (&c.logit[..], &c.logit_grad[..])),
             }),
             Layer::Conv(l) => Some(Parameters {
                 weight: &l.weight,
                 bias: &l.bias,
                 weight_grad: &l.weight_grad,
                 bias_grad: &l.bias_grad,
+                keep_logit: None,
             }),
             _ => None,
         }
@@ -141,6 +145,21 @@ impl<T: Scalar> Layer<T> {
         match self {
             Layer::Dense(l) => Some((&mut l.weight, &mut l.bias)),
             Layer::Conv(l) => Some((&mut l.weight, &mut l.bias)),
+            _ => None,
+        }
+    }
+
+    /// Parameter tensor `index` of the layer (weight, bias, keep logits), mutable.
+    pub fn tensor_mut(&mut self, index: usize) -> Option<&mut [T]> {
+        let (weight, bias, logit) = match self {
+            Layer::Dense(l) => (&mut l.weight, &mut l.bias, l.noise.as_mut().and_then(Noise::concrete_mut)),
+            Layer::Conv(l) => (&mut l.weight, &mut l.bias, None),
+            _ => return None,
+        };
+        match index {
+            0 => Some(weight.as_mut_slice()),
+            1 => Some(bias),
+            2 => logit.map(|c| &mut c.logit[..]),
             _ => None,
         }
     }
@@ -219,9 +238,26 @@ impl Plan {
         }
     }
 
+    /// The number of keep logits of concrete dropout on the layer's input (one per unit, or one
+    /// for the layer), if it has one.
+    pub fn keep_logits(&self) -> Option<usize> {
+        let (spec, _, shape) = self.noise.as_ref()?;
+        let settings = spec.concrete.filter(|_| spec.noise == NoiseKind::Concrete)?;
+        Some(if settings.per_layer { 1 } else { shape.units() })
+    }
+
+    /// Parameter tensors of the layer: weight and bias, and keep logits under concrete dropout.
+    pub fn tensors(&self) -> usize {
+        match self.file_shapes() {
+            Some(_) => 2 + usize::from(self.keep_logits().is_some()),
+            None => 0,
+        }
+    }
+
     /// Trainable values of the layer.
     pub fn params(&self) -> usize {
-        self.file_shapes().map_or(0, |(w, b)| w.iter().product::<usize>() + b[0])
+        let logits = self.keep_logits().unwrap_or(0);
+        self.file_shapes().map_or(0, |(w, b)| w.iter().product::<usize>() + b[0] + logits)
     }
 
     /// Values one example of a batch needs in the layer's largest workspace.
@@ -271,11 +307,14 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
                 });
             }
         };
-        let weight_noise = pending.as_ref().is_some_and(|p| p.0.noise == NoiseKind::DropConnect);
-        if weight_noise && !matches!(tokens[i], Token::Dense { .. } | Token::Flatten) {
-            return Err(
-                at("dropconnect masks the weights of a dense layer: put the dense layer right after it".into()),
-            );
+        let needs_dense =
+            pending.as_ref().map(|p| p.0.noise).filter(|k| matches!(k, NoiseKind::DropConnect | NoiseKind::Concrete));
+        if needs_dense.is_some() && !matches!(tokens[i], Token::Dense { .. } | Token::Flatten) {
+            let why = match needs_dense {
+                Some(NoiseKind::DropConnect) => "dropconnect masks the weights of a dense layer",
+                _ => "concrete dropout's regulariser needs the weights of a dense layer (before a convolution it is not built)",
+            };
+            return Err(at(format!("{why}: put the dense layer right after it")));
         }
         match &tokens[i] {
             Token::Noise(spec) => {

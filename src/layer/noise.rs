@@ -6,12 +6,14 @@
 
 use super::Mode;
 use crate::dropout::{
-    AlphaDropout, BitMask, DropConnect, Dropout, GaussianDropout, Keep, MaskDraw, Scaling, SpatialDropout,
+    AlphaDropout, BitMask, ConcreteDropout, DropConnect, Dropout, GaussianDropout, Keep, MaskDraw, Scaling,
+    SpatialDropout,
 };
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 use crate::stack::{NoiseKind, NoiseSpec, Shape};
 use crate::tensor::{Matrix, Scalar};
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// One noise token at run time.
@@ -33,6 +35,8 @@ enum Kind<T: Scalar> {
     Alpha(AlphaDropout<T>),
     /// On the next dense layer's weights: the input passes unchanged.
     DropConnect(DropConnect<T>),
+    /// Learned keep: its backward (which needs the layer's weights) is the dense layer's.
+    Concrete(ConcreteDropout<T>),
 }
 
 impl<T: Scalar> Noise<T> {
@@ -71,6 +75,12 @@ impl<T: Scalar> Noise<T> {
                 [p] => Kind::DropConnect(DropConnect::new(*p, spec.scaling).map_err(|e| bad(e.to_string()))?),
                 _ => return Err(bad(format!("dropconnect takes one keep probability, not {}", keep.len()))),
             },
+            NoiseKind::Concrete => {
+                let settings = spec.concrete.unwrap_or_default();
+                let (units, per_layer) = (shape.units(), settings.per_layer);
+                let d = ConcreteDropout::new(keep, units, settings.temperature, per_layer);
+                Kind::Concrete(d.map_err(|e| bad(e.to_string()))?)
+            }
             NoiseKind::Spatial => {
                 let c =
                     channels.ok_or_else(|| bad(format!("spatial dropout needs a feature map, not {shape} units")))?;
@@ -108,6 +118,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Gaussian(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::Alpha(d) => d.forward(a, a_tilde, draw.as_ref()),
+            Kind::Concrete(d) => d.forward(a, a_tilde, draw.as_ref()),
             Kind::DropConnect(_) => {
                 a_tilde.ensure_shape(a.rows(), a.cols());
                 a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
@@ -123,6 +134,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => d.backward(da_tilde, da),
             Kind::Gaussian(d) => d.backward(da_tilde, da),
             Kind::Alpha(d) => d.backward(da_tilde, da),
+            Kind::Concrete(_) => unreachable!("the plan puts concrete dropout only before a dense layer"),
             Kind::DropConnect(_) => {
                 da.ensure_shape(da_tilde.rows(), da_tilde.cols());
                 da.as_mut_slice().copy_from_slice(da_tilde.as_slice());
@@ -144,18 +156,26 @@ impl<T: Scalar> Noise<T> {
                 Kind::Gaussian(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::Alpha(d) => d.backward_block_in_place(rows, cols, block, ld),
                 Kind::DropConnect(_) => {}
+                Kind::Concrete(_) => unreachable!("the dense layer runs concrete dropout's backward"),
             }
         }
     }
 
-    /// The keep probabilities, per unit (Bernoulli) or per channel (spatial).
-    pub fn keep(&self) -> &Keep {
+    /// The keep probabilities, per unit (Bernoulli) or per channel (spatial); for concrete
+    /// dropout the learned ones, σ(θ).
+    pub fn keep(&self) -> Cow<'_, Keep> {
         match &self.kind {
-            Kind::Bernoulli(d) => d.keep(),
-            Kind::Spatial(d) => d.keep(),
-            Kind::Gaussian(d) => d.keep(),
-            Kind::Alpha(d) => d.keep(),
-            Kind::DropConnect(d) => d.keep(),
+            Kind::Bernoulli(d) => Cow::Borrowed(d.keep()),
+            Kind::Spatial(d) => Cow::Borrowed(d.keep()),
+            Kind::Gaussian(d) => Cow::Borrowed(d.keep()),
+            Kind::Alpha(d) => Cow::Borrowed(d.keep()),
+            Kind::DropConnect(d) => Cow::Borrowed(d.keep()),
+            // Keep::per_unit refuses 0; a learned keep that underflowed shows as the smallest
+            // positive value rather than failing a summary
+            Kind::Concrete(d) => Cow::Owned(
+                Keep::per_unit(d.keep_values().into_iter().map(|q| q.max(f64::MIN_POSITIVE)).collect())
+                    .expect("σ(θ) lies in (0, 1]"),
+            ),
         }
     }
 
@@ -171,7 +191,7 @@ impl<T: Scalar> Noise<T> {
             Kind::Spatial(d) => Some(d.mask()),
             Kind::Alpha(d) => Some(d.mask()),
             Kind::DropConnect(d) => d.mask(),
-            Kind::Gaussian(_) => None,
+            Kind::Gaussian(_) | Kind::Concrete(_) => None,
         }
     }
 
@@ -198,6 +218,21 @@ impl<T: Scalar> Noise<T> {
         match &mut self.kind {
             Kind::DropConnect(d) => d.weights(w, draw.as_ref()).map(Some),
             _ => Ok(None),
+        }
+    }
+
+    /// The concrete dropout, for its dense layer's backward.
+    pub fn concrete(&self) -> Option<&ConcreteDropout<T>> {
+        match &self.kind {
+            Kind::Concrete(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    pub fn concrete_mut(&mut self) -> Option<&mut ConcreteDropout<T>> {
+        match &mut self.kind {
+            Kind::Concrete(d) => Some(d),
+            _ => None,
         }
     }
 

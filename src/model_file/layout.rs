@@ -66,7 +66,8 @@ pub(super) struct FileTensor {
 }
 
 /// The parameter tensors of a network of `plans`, in parameter order (weight, then bias, of each
-/// dense layer and convolution), with version-1 names when `v1`.
+/// dense layer and convolution, then the keep logits of concrete dropout on its input), with
+/// version-1 names when `v1`.
 pub(super) fn file_tensors(plans: &[Plan], v1: bool) -> Vec<FileTensor> {
     let mut out = Vec::new();
     for (l, p) in plans.iter().filter(|p| p.file_shapes().is_some()).enumerate() {
@@ -81,6 +82,9 @@ pub(super) fn file_tensors(plans: &[Plan], v1: bool) -> Vec<FileTensor> {
         let base = if v1 { format!("layers.{l}") } else { p.module.to_string() };
         out.push(FileTensor { name: format!("{base}.weight"), shape: w, layout });
         out.push(FileTensor { name: format!("{base}.bias"), shape: b, layout: Layout::Same });
+        if let Some(n) = p.keep_logits() {
+            out.push(FileTensor { name: format!("{base}.keep_logit"), shape: vec![n], layout: Layout::Same });
+        }
     }
     out
 }
@@ -141,7 +145,7 @@ impl ArchV1 {
                 Some(&p) if self.keep[l].iter().all(|&q| q == p) => vec![p],
                 _ => self.keep[l].clone(),
             };
-            tokens.push(Token::Noise(NoiseSpec { noise: NoiseKind::Bernoulli, keep, scaling: self.scaling }));
+            tokens.push(Token::Noise(NoiseSpec::new(NoiseKind::Bernoulli, keep, self.scaling)));
             tokens.push(Token::Dense { units: self.sizes[l + 1] });
             if self.activations[l] != Activation::Identity {
                 tokens.push(Token::Activation { activation: self.activations[l] });

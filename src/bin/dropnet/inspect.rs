@@ -35,7 +35,7 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
                     "outputs": p.output.units(),
                     "output_shape": p.output.dims(),
                     "activation": p.activation.name(),
-                    "keep": l.noise().map(|n| n.keep().values()),
+                    "keep": l.noise().map(|n| n.keep().values().to_vec()),
                     "params": p.params(),
                 })
             })

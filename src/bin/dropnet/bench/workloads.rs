@@ -371,7 +371,7 @@ pub fn w2(variant: NoiseKind) -> Result<W2Result> {
     let x = Matrix::<f32>::from_fn(ROWS, COLS, |i, k| (i ^ k) as f32 * 1e-3);
     let mut y = Matrix::zeros(ROWS, COLS);
     let mut dx = Matrix::zeros(ROWS, COLS);
-    let spec = NoiseSpec { noise: variant, keep: vec![0.5], scaling: Scaling::Inverted };
+    let spec = NoiseSpec::new(variant, vec![0.5], Scaling::Inverted);
     let mut noise = Noise::<f32>::new(&spec, Shape::Flat(COLS), 0)?;
     let mut step = 0u32;
     let fwd = median_seconds(3, 10, || {
