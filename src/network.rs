@@ -453,7 +453,10 @@ impl<T: Scalar> fmt::Display for Network<T> {
         for (p, layer) in self.plans.iter().zip(&self.layers) {
             let tokens: Vec<String> = self.stack.tokens[p.modules.clone()].iter().map(Token::text).collect();
             let mut name = tokens.join(",");
-            if let Some(noise) = layer.noise() {
+            if let Some(c) = layer.noise().and_then(Noise::concrete) {
+                let k = crate::dropout::KeepSummary::of(p.module, &c.keep_values());
+                name.push_str(&format!(" (learned keep {:.3}, {:.3}..{:.3})", k.mean, k.min, k.max));
+            } else if let Some(noise) = layer.noise() {
                 let keep = noise.keep();
                 let keep = keep.values();
                 let (lo, hi) =

@@ -8,6 +8,7 @@
 //! exactly as if it had not stopped.
 
 use crate::data::{epoch_order, Batch, Dataset, Source, Splits, Targets};
+use crate::dropout::{ConcretePrior, KeepSummary};
 use crate::error::{Error, Result};
 use crate::eval::{argmax, evaluate, loss_on_labels};
 use crate::limits::{MAX_BATCH, MAX_TENSOR_ELEMENTS};
@@ -40,6 +41,9 @@ pub struct EpochReport {
     /// Regression: the same on the test set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_rmse: Option<PerTarget>,
+    /// The learned keep of each concrete dropout after the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Vec<KeepSummary>>,
     pub lr: f64,
     pub momentum: f64,
     pub epoch_s: f64,
@@ -173,6 +177,9 @@ pub struct TrainState {
     /// The divergence rule's memory (set from the first step on).
     #[serde(default)]
     pub divergence: Option<DivergenceWatch>,
+    /// The prior of the concrete regulariser (math.md N6; `None`: its defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concrete: Option<ConcretePrior>,
     pub history: Vec<EpochReport>,
 }
 
@@ -194,6 +201,7 @@ impl TrainState {
             data: None,
             partial_epoch: None,
             divergence: None,
+            concrete: None,
             history: Vec::new(),
         }
     }
@@ -214,6 +222,9 @@ impl TrainState {
             if p.steps_done == 0 || !(p.loss_sum.is_finite() && p.seconds.is_finite()) {
                 return Err("the position inside the epoch is invalid".into());
             }
+        }
+        if let Some(c) = &self.concrete {
+            c.validate()?;
         }
         if let Some(w) = &self.divergence {
             if !(w.first_loss.is_finite() && w.smoothed_loss.is_finite()) {
@@ -395,6 +406,10 @@ pub fn train(
     let total_steps = check_run(net, loss, train, state)?;
     let params = net.params();
     opt.fit_slots(params.iter().map(|p| (p.name.as_str(), p.value.len())))?;
+    let variances: Option<Vec<f64>> =
+        splits.target_standardization.as_ref().map(|s| s.std.iter().map(|&d| (d as f64).powi(2)).collect());
+    let prior = state.concrete.unwrap_or_default();
+    net.set_concrete_regularizer(prior.regularizer(train.len(), variances.as_deref()));
     if patience_reached(state) {
         return Ok(Stop::EarlyStopped);
     }
@@ -471,6 +486,8 @@ fn finish_epoch(
         test_error: scores.test_error,
         val_rmse: scores.val_rmse.clone().map(PerTarget),
         test_rmse: scores.test_rmse.map(PerTarget),
+        keep: Some(net.learned_keep().iter().map(|(layer, keep)| KeepSummary::of(*layer, keep)).collect::<Vec<_>>())
+            .filter(|k| !k.is_empty()),
         lr: opt.config.lr_at(epoch),
         momentum: opt.config.momentum_at(epoch),
         epoch_s,

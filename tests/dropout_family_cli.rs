@@ -89,3 +89,98 @@ fn dropconnect_trains_predicts_and_refuses_what_it_cannot_mask() {
     let per_unit = train_toy(&dir, "2,dropconnect0.5,dense4,relu,keep0.9,dense3", &["--keep-file", "k.json"]);
     assert_fails(&per_unit, &["dropconnect takes one keep probability, not 2"]);
 }
+
+/// The parameters of a model file, tensor by tensor, as bits.
+fn parameter_bits(path: &std::path::Path) -> Vec<(String, Vec<u32>)> {
+    let saved = dropnet::model_file::load(path).unwrap();
+    saved.net.params().iter().map(|p| (p.name.clone(), p.value.iter().map(|v| v.to_bits()).collect())).collect()
+}
+
+#[test]
+fn concrete_dropout_learns_its_keep_logs_it_and_resumes_bit_for_bit() {
+    let dir = toy_dir("family_concrete");
+    let arch = "16,concrete0.8,dense12,relu,concrete0.5,dense3";
+    let adam = ["--optimizer", "adam"];
+    let run = |extra: &[&str]| {
+        let mut args = adam.to_vec();
+        args.extend_from_slice(extra);
+        let out = train_toy(&dir, arch, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let report = last_json(&run(&["--log", "log.jsonl", "--out", "c.safetensors", "--json"]));
+    assert!(report["test_error"].as_f64().unwrap() < 0.1, "{report}");
+    // the log: every epoch, each concrete token's learned keep, named by its dense layer's module
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(epochs.len(), 8);
+    for e in &epochs {
+        let keep = e["keep"].as_array().unwrap();
+        assert_eq!(keep.iter().map(|k| k["layer"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4], "{e}");
+        for k in keep {
+            let (lo, mean, hi) = (k["min"].as_f64().unwrap(), k["mean"].as_f64().unwrap(), k["max"].as_f64().unwrap());
+            assert!(0.0 < lo && lo <= mean && mean <= hi && hi < 1.0, "{k}");
+        }
+    }
+    let last = &epochs[7]["keep"][0];
+    // the keep moved from where it started (0.8), unit by unit
+    assert!(last["max"].as_f64().unwrap() - last["min"].as_f64().unwrap() > 1e-4, "{last}");
+    // info: the full vector, whose summary is the log's
+    let info = last_json(&dropnet(&dir, &["info", "--model", "c.safetensors", "--json"]));
+    let keep: Vec<f64> =
+        info["learned_keep"][0]["keep"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(keep.len(), 16);
+    assert!((keep.iter().sum::<f64>() / 16.0 - last["mean"].as_f64().unwrap()).abs() < 1e-12, "{info}");
+    let text = String::from_utf8(dropnet(&dir, &["info", "--model", "c.safetensors"]).stdout).unwrap();
+    assert!(text.contains("concrete0.8,dense12,relu (learned keep"), "{text}");
+    // the logits are parameters with optimizer state, in the file
+    let h = header(&std::fs::read(dir.join("c.safetensors")).unwrap());
+    assert_eq!(h["1.keep_logit"]["shape"], serde_json::json!([16]), "{h}");
+    assert!(h.get("optimizer.4.keep_logit.second").is_some(), "{h}");
+    // Monte-Carlo prediction samples hard masks at the learned keep
+    let eval = dropnet(&dir, &["eval", "--model", "c.safetensors", "--data", "toy", "--mc", "10", "--json"]);
+    assert!(last_json(&eval)["mc_error"].as_f64().unwrap() < 0.2, "{}", stderr(&eval));
+    // half the epochs, then resumed: the same parameters, bit for bit
+    let mut half = vec!["train", "--data", "toy", "--arch", arch, "--lr", "0.1", "--batch", "16", "--epochs", "4"];
+    half.extend(adam.iter().chain(&["--out", "half.safetensors"]));
+    assert!(dropnet(&dir, &half).status.success());
+    let resumed = dropnet(&dir, &["train", "--resume", "half.safetensors", "--epochs", "8"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(parameter_bits(&dir.join("half.safetensors")), parameter_bits(&dir.join("c.safetensors")));
+    // one keep per layer
+    run(&["--concrete-per", "layer", "--concrete-temperature", "0.2", "--out", "layer.safetensors"]);
+    let info = last_json(&dropnet(&dir, &["info", "--model", "layer.safetensors", "--json"]));
+    let keep = info["learned_keep"][1]["keep"].as_array().unwrap();
+    assert!(keep.len() == 12 && keep.iter().all(|k| *k == keep[0]), "{info}");
+    let h = header(&std::fs::read(dir.join("layer.safetensors")).unwrap());
+    assert_eq!(h["4.keep_logit"]["shape"], serde_json::json!([1]), "{h}");
+    assert_eq!(meta(&h, "architecture")["layers"][0]["concrete"]["temperature"], 0.2, "{h}");
+}
+
+#[test]
+fn concrete_dropout_refuses_what_it_cannot_learn() {
+    let dir = toy_dir("family_concrete_refusals");
+    let mlp = "16,concrete0.8,dense12,relu,dense3";
+    for (arch, extra, expected) in [
+        (
+            "16,keep0.8,dense12,relu,dense3",
+            &["--concrete-temperature", "0.2"][..],
+            "--concrete-temperature has no effect",
+        ),
+        ("16,keep0.8,dense12,relu,dense3", &["--lengthscale", "0.1"][..], "--lengthscale has no effect"),
+        (mlp, &["--concrete-temperature", "0"][..], "--concrete-temperature 0: expected a positive"),
+        (mlp, &["--scaling", "standard"][..], "no standard convention"),
+        ("16,concrete1,dense12,relu,dense3", &[][..], "strictly between 0 and 1"),
+        ("1x4x4,concrete0.5,conv2k3,relu,flatten,dense3", &[][..], "needs the weights of a dense layer"),
+        ("16,concrete0.5,relu,dense3", &[][..], "needs the weights of a dense layer"),
+    ] {
+        assert_fails(&train_toy(&dir, arch, extra), &[expected]);
+    }
+    std::fs::write(dir.join("k.json"), format!("[{:?}, 0.9]", vec![0.7; 16])).unwrap();
+    let per_unit = train_toy(
+        &dir,
+        "16,concrete0.8,dense12,relu,keep0.9,dense3",
+        &["--keep-file", "k.json", "--concrete-per", "layer"],
+    );
+    assert_fails(&per_unit, &["--concrete-per layer needs one starting keep"]);
+}

@@ -1,7 +1,8 @@
 //! The test vectors of docs/masks.md (computed there by an independent Python implementation)
 //! against the library: the bit rule itself and the masks a network actually draws.
 
-use dropnet::dropout::{gaussian_normal, mask_bit, mask_word, threshold, MaskDraw};
+use dropnet::dropout::{gaussian_normal, logit, mask_bit, mask_word, relaxed_bit, threshold, MaskDraw};
+use dropnet::layer::Layer;
 use dropnet::rng::Stream;
 use dropnet::stack::Stack;
 use dropnet::{Activation, Architecture, Matrix, Mode, Network, Scaling};
@@ -170,4 +171,44 @@ fn every_documented_gaussian_vector_matches_and_a_network_draws_it() {
     let r = rows.iter().find(|r| r[0] == "42" && r[1] == "mask").unwrap();
     let factor = net.noises()[1].gaussian().unwrap().factors().get(5, 783);
     assert_eq!(factor.to_bits(), u32::from_str_radix(&r[8], 16).unwrap());
+}
+
+#[test]
+fn every_documented_concrete_vector_matches_and_a_network_draws_it() {
+    let rows = table("concrete");
+    assert!(rows.len() >= 8, "the table was not found or is short");
+    for r in &rows {
+        let draw = MaskDraw {
+            seed: r[0].parse().unwrap(),
+            stream: Stream::Mask,
+            layer: r[1].parse().unwrap(),
+            step: r[2].parse().unwrap(),
+            first_row: 0,
+        };
+        let (row, column, keep): (u32, u32, f64) =
+            (r[3].parse().unwrap(), r[4].parse().unwrap(), r[5].parse().unwrap());
+        let theta = logit(keep) as f32;
+        assert_eq!(theta as f64, r[6].parse::<f64>().unwrap(), "θ of {r:?}");
+        let z = relaxed_bit(theta as f64, r[7].parse().unwrap(), mask_word(&draw, row, column));
+        assert_eq!(z, r[8].parse::<f64>().unwrap(), "z̃ of {r:?}");
+        assert_eq!((z as f32).to_bits(), u32::from_str_radix(&r[9], 16).unwrap(), "z̃ bits of {r:?}");
+    }
+    // the seed-42 row (layer 1, step 7, row 5, column 783, keep 0.9, t 0.1) in a network's second
+    // noise, then the same network's Monte-Carlo pass: hard bits at the learned keep
+    let stack = Stack::parse("784,keep0.9,dense784,concrete0.9,dense3", Scaling::Inverted).unwrap();
+    let mut net = Network::<f32>::new(&Architecture::new(stack), 42).unwrap();
+    let x = Matrix::from_fn(6, 784, |i, k| 1.0 + (i * 784 + k) as f32 * 1e-4);
+    net.forward(&x, Mode::Train { step: 7 }).unwrap();
+    let r = rows.iter().find(|r| r[0] == "42" && r[1] == "1").unwrap();
+    let z = net.noises()[1].concrete().unwrap().relaxed().get(5, 783);
+    assert_eq!(z.to_bits(), u32::from_str_radix(&r[9], 16).unwrap());
+    net.forward(&x, Mode::McSample { sample: 3, first_row: 0 }).unwrap();
+    let Layer::Dense(dense) = &net.layers()[1] else { panic!("a dense layer") };
+    let keep = 1.0 / (1.0 + (-(logit(0.9) as f32 as f64)).exp());
+    let draw = MaskDraw { seed: 42, stream: Stream::McMask, layer: 1, step: 3, first_row: 0 };
+    for k in [0u32, 1, 2, 500, 783] {
+        let a = net.layers()[0].output().get(4, k as usize);
+        let expected = if mask_bit(&draw, 4, k, keep) { a * (1.0 / keep) as f32 } else { 0.0 };
+        assert_eq!(dense.a_tilde().get(4, k as usize), expected, "unit {k}");
+    }
 }

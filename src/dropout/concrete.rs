@@ -54,6 +54,61 @@ impl ConcreteRegularizer {
     }
 }
 
+/// The prior behind a run's concrete regulariser: the length-scale `l` and the observation
+/// precision τ (in the targets' original units; `None`: 1, as for classification). Stored in a
+/// run's training state.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcretePrior {
+    pub lengthscale: f64,
+    pub tau: Option<f64>,
+}
+
+impl ConcretePrior {
+    /// The default length-scale, the one `dropnet uci` uses too.
+    pub const LENGTHSCALE: f64 = 1e-2;
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !positive(self.lengthscale) || self.tau.is_some_and(|t| !positive(t)) {
+            return Err(format!("the concrete prior {self:?} needs a positive, finite length-scale and τ"));
+        }
+        Ok(())
+    }
+
+    /// The coefficients for `examples` training examples. τ is the precision of the outputs the
+    /// network is trained on: with targets standardised to deviations σ_d, τ·mean(σ_d²).
+    pub fn regularizer(&self, examples: usize, target_variances: Option<&[f64]>) -> ConcreteRegularizer {
+        let scale = target_variances.filter(|v| !v.is_empty()).map_or(1.0, |v| v.iter().sum::<f64>() / v.len() as f64);
+        ConcreteRegularizer::new(self.lengthscale, examples, self.tau.map_or(1.0, |t| t * scale))
+    }
+}
+
+impl Default for ConcretePrior {
+    fn default() -> Self {
+        Self { lengthscale: Self::LENGTHSCALE, tau: None }
+    }
+}
+
+/// The learned keep of one concrete dropout, summarised (the per-epoch log's `keep`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeepSummary {
+    /// The module number of the dense layer the noise feeds (N of `N.keep_logit`).
+    pub layer: usize,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl KeepSummary {
+    pub fn of(layer: usize, keep: &[f64]) -> Self {
+        let mean = keep.iter().sum::<f64>() / keep.len().max(1) as f64;
+        let min = keep.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = keep.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Self { layer, mean, min, max }
+    }
+}
+
 /// The relaxed bit `z̃` for keep logit `theta`, temperature `t` and the 32 random bits `word`
 /// of the unit's address.
 pub fn relaxed_bit(theta: f64, temperature: f64, word: u32) -> f64 {
@@ -138,6 +193,11 @@ impl<T: Scalar> ConcreteDropout<T> {
             bernoulli: None,
             last: Pass::Identity,
         })
+    }
+
+    /// z̃ of the last training pass (`rows × units`).
+    pub fn relaxed(&self) -> &Matrix<T> {
+        &self.relaxed
     }
 
     pub fn temperature(&self) -> f64 {

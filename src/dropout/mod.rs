@@ -27,7 +27,7 @@ mod spatial;
 
 pub use alpha::{AlphaDropout, ALPHA_PRIME};
 pub use bitmask::BitMask;
-pub use concrete::{logit, relaxed_bit, ConcreteDropout, ConcreteRegularizer};
+pub use concrete::{logit, relaxed_bit, ConcreteDropout, ConcretePrior, ConcreteRegularizer, KeepSummary};
 pub use dropconnect::DropConnect;
 pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;

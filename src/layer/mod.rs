@@ -248,9 +248,10 @@ impl Plan {
 
     /// Parameter tensors of the layer: weight and bias, and keep logits under concrete dropout.
     pub fn tensors(&self) -> usize {
-        match self.file_shapes() {
-            Some(_) => 2 + usize::from(self.keep_logits().is_some()),
-            None => 0,
+        // (not through file_shapes, which allocates: this is counted in every training step)
+        match self.kind {
+            PlanKind::Dense { .. } | PlanKind::Conv(_) => 2 + usize::from(self.keep_logits().is_some()),
+            _ => 0,
         }
     }
 

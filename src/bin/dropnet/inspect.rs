@@ -1,6 +1,7 @@
 //! `dropnet info` (what a model file holds) and `dropnet gradcheck` (backward against finite
 //! differences).
 
+use dropnet::dropout::KeepSummary;
 use dropnet::error::Result;
 use dropnet::gradcheck::{self, CaseResult, TOLERANCE};
 use dropnet::layer::{PlanKind, PoolKind};
@@ -53,6 +54,10 @@ pub fn run_info(model: &Path, json: bool) -> Result<ExitCode> {
             "tau": saved.regression.as_ref().and_then(|r| r.tau),
             "epochs_done": state.map(|s| s.epochs_done),
             "history": state.map(|s| &s.history),
+            "learned_keep": net.learned_keep().iter().map(|(layer, keep)| {
+                let k = KeepSummary::of(*layer, keep);
+                serde_json::json!({"layer": layer, "mean": k.mean, "min": k.min, "max": k.max, "keep": keep})
+            }).collect::<Vec<_>>(),
         });
         println!("{report}");
     } else {

@@ -7,14 +7,14 @@
 //! as the user gave it: `--keep`, or `keep (in recipes/x.toml)`.
 
 use dropnet::activation::Activation;
-use dropnet::dropout::{Keep, Scaling};
+use dropnet::dropout::{ConcretePrior, Keep, Scaling};
 use dropnet::error::{file_error, Error, Result};
 use dropnet::files::read_text_bounded;
 use dropnet::limits::MAX_TEXT_FILE_BYTES;
 use dropnet::loss::Loss;
 use dropnet::network::{Architecture, Init, Network};
 use dropnet::optim::{LrSchedule, Method, OptimConfig};
-use dropnet::stack::Stack;
+use dropnet::stack::{ConcreteSpec, NoiseKind, Stack};
 use dropnet::train::TrainState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -71,7 +71,8 @@ pub struct TrainOptions {
     /// The network, input first: units per layer (784-1024-1024-10, with --keep and --activation)
     /// or comma-separated tokens: 784 or 1x28x28, then denseN, convCkK[sS][pP], maxpoolK[sS],
     /// avgpoolK[sS], flatten, an activation (relu, leakyrelu, tanh, sigmoid, softmax, elu, selu,
-    /// gelu), keepP or spatialP (noise on the next module's input) [default: 784-1024-1024-10]
+    /// gelu), a noise on the next module's input: keepP, spatialP, gaussianP, alphaP, dropconnectP
+    /// or concreteP (keep learned from P) [default: 784-1024-1024-10]
     #[arg(long)]
     pub arch: Option<String>,
     /// Keep probability of each dense layer's input, input layer first, for the units-per-layer
@@ -85,6 +86,16 @@ pub struct TrainOptions {
     /// Dropout convention of every Bernoulli noise: inverted or standard [default: inverted]
     #[arg(long)]
     pub scaling: Option<Scaling>,
+    /// Concrete dropout: temperature t of the relaxed Bernoulli σ((θ + L)/t) [default: 0.1]
+    #[arg(long)]
+    pub concrete_temperature: Option<f64>,
+    /// Concrete dropout: learn a keep probability per unit or one per layer [default: unit]
+    #[arg(long, value_enum)]
+    pub concrete_per: Option<ConcretePer>,
+    /// Concrete dropout: the prior length-scale l of the regulariser's weight term (l²/N)·‖W‖²/keep
+    /// [default: 0.01]
+    #[arg(long)]
+    pub lengthscale: Option<f64>,
     /// Hidden activation, for the units-per-layer form of --arch [default: relu]
     #[arg(long)]
     pub activation: Option<Activation>,
@@ -156,7 +167,8 @@ pub struct TrainOptions {
 /// list is written once (a test checks it against the flags clap knows).
 macro_rules! with_option_fields {
     ($m:ident!($($args:tt)*)) => {
-        $m!($($args)*; data, test_data, label_col, target_col, standardize_targets, tau, standardize, arch, keep, keep_file, scaling, activation,
+        $m!($($args)*; data, test_data, label_col, target_col, standardize_targets, tau, standardize, arch, keep, keep_file, scaling,
+            concrete_temperature, concrete_per, lengthscale, activation,
             loss, init, val, epochs, batch, optimizer, lr, lr_schedule, momentum, momentum_start,
             momentum_ramp_epochs, scale_lr_by_momentum, weight_decay, max_norm, patience, seed, out,
             checkpoint_every, log, plot)
@@ -212,6 +224,14 @@ impl TrainOptions {
         let options = self;
         with_option_fields!(given_fields!(options))
     }
+}
+
+/// What a concrete dropout token learns: a keep probability per unit, or one for its layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcretePer {
+    Unit,
+    Layer,
 }
 
 /// The observation precision of a homoscedastic regression model.
@@ -420,8 +440,50 @@ impl Options {
                 spec.keep = values;
             }
         }
+        self.set_concrete(&mut stack)?;
         dropnet::layer::plan(&stack).map_err(|e| Error::Config(format!("{} '{text}': {e}", self.name("arch"))))?;
         Ok(stack)
+    }
+
+    /// `--concrete-temperature` and `--concrete-per` on every concrete token; with no such token,
+    /// the concrete flags are an error (they would have no effect).
+    fn set_concrete(&self, stack: &mut Stack) -> Result<()> {
+        let v = &self.values;
+        let concrete = stack.noises_mut().filter(|s| s.noise == NoiseKind::Concrete).count();
+        if concrete == 0 {
+            let given = v.given();
+            if let Some(field) =
+                ["concrete_temperature", "concrete_per", "lengthscale"].iter().find(|f| given.contains(f))
+            {
+                return Err(self.error(field, "has no effect: --arch has no concrete dropout token (concreteP)"));
+            }
+            return Ok(());
+        }
+        for (field, value) in [("concrete_temperature", v.concrete_temperature), ("lengthscale", v.lengthscale)] {
+            if let Some(x) = value.filter(|x| !(*x > 0.0 && x.is_finite())) {
+                return Err(self.error(field, format!("{x}: expected a positive, finite number")));
+            }
+        }
+        let settings = ConcreteSpec {
+            temperature: v.concrete_temperature.unwrap_or(ConcreteSpec::TEMPERATURE),
+            per_layer: v.concrete_per == Some(ConcretePer::Layer),
+        };
+        for spec in stack.noises_mut().filter(|s| s.noise == NoiseKind::Concrete) {
+            if settings.per_layer && spec.keep.len() != 1 {
+                return Err(self.error("concrete_per", "layer needs one starting keep per concrete token"));
+            }
+            spec.concrete = Some(settings);
+        }
+        Ok(())
+    }
+
+    /// The prior of a run's concrete regulariser: `--lengthscale` and, for regression, `--tau T`.
+    pub fn concrete_prior(&self) -> Result<ConcretePrior> {
+        let tau = match self.tau()? {
+            Some(Tau::Given(t)) => Some(t),
+            _ => None,
+        };
+        Ok(ConcretePrior { lengthscale: self.values.lengthscale.unwrap_or(ConcretePrior::LENGTHSCALE), tau })
     }
 
     /// The stack of the units-per-layer form `784-1024-10`.
@@ -531,70 +593,5 @@ pub fn parse_schedule(text: &str) -> std::result::Result<LrSchedule, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Args;
-
-    #[test]
-    fn the_field_list_names_every_flag() {
-        let cmd = TrainOptions::augment_args(clap::Command::new("t"));
-        let mut flags: Vec<String> = cmd.get_arguments().map(|a| a.get_id().to_string()).collect();
-        let mut listed: Vec<String> = {
-            let all = TrainOptions::default();
-            let _ = all.given();
-            macro_rules! names { ($($field:ident),*) => { vec![$(stringify!($field).to_string()),*] }; }
-            macro_rules! list { (; $($field:ident),*) => { names!($($field),*) }; }
-            with_option_fields!(list!())
-        };
-        flags.sort();
-        listed.sort();
-        assert_eq!(flags, listed);
-    }
-
-    #[test]
-    fn a_command_line_keep_file_replaces_a_recipe_keep() {
-        let recipe = TrainOptions { keep: Some(vec![0.8, 0.5]), epochs: Some(3), ..Default::default() };
-        let cli = TrainOptions { keep_file: Some("k.json".into()), ..Default::default() };
-        let merged = recipe.overlay(cli);
-        assert_eq!((merged.keep, merged.keep_file, merged.epochs), (None, Some("k.json".into()), Some(3)));
-    }
-
-    #[test]
-    fn messages_name_the_option_where_it_was_given() {
-        let options = Options {
-            values: TrainOptions { keep: Some(vec![0.8]), arch: Some("4-3-2".into()), ..Default::default() },
-            recipe: Some("r.toml".into()),
-            from_recipe: vec!["keep"],
-        };
-        let err = options.network().unwrap_err().to_string();
-        assert!(err.starts_with("keep (in r.toml) has 1 values") && err.contains("--arch 4-3-2"), "{err}");
-    }
-
-    #[test]
-    fn huge_architectures_are_refused_before_anything_is_allocated() {
-        for arch in ["1-4611686018427387904", "1,dense4611686018427387904", "1x4611686018427387904x2,flatten,dense2"] {
-            let options = Options::from_values(TrainOptions { arch: Some(arch.into()), ..Default::default() });
-            let err = options.network().unwrap_err().to_string();
-            assert!(err.contains("--arch") && err.contains("16777216"), "{arch}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_token_form_refuses_the_mlp_flags_and_takes_a_keep_file_per_noise_token() {
-        let tokens = TrainOptions {
-            arch: Some("1x4x4,spatial0.5,conv2k3,relu,flatten,keep0.5,dense3".into()),
-            ..Default::default()
-        };
-        let with = |f: fn(&mut TrainOptions)| {
-            let mut v = tokens.clone();
-            f(&mut v);
-            Options::from_values(v).network().map(|_| ()).unwrap_err().to_string()
-        };
-        assert!(with(|v| v.keep = Some(vec![0.5])).contains("--keep applies to the units-per-layer form"));
-        assert!(with(|v| v.activation = Some(Activation::Tanh)).contains("--activation applies"));
-        let stack = Options::from_values(tokens).stack().unwrap();
-        assert_eq!(stack.text(), "1x4x4,spatial0.5,conv2k3,relu,flatten,keep0.5,dense3");
-        assert!(parse_keep_file("[0.5]", Path::new("k"), 2).unwrap_err().to_string().contains("1 entries for 2"));
-        assert_eq!(parse_keep_file("[[0.5, 0.6], 0.9]", Path::new("k"), 2).unwrap(), vec![vec![0.5, 0.6], vec![0.9]]);
-    }
-}
+#[path = "options_tests.rs"]
+mod tests;

@@ -181,6 +181,9 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     check_outputs(&outputs(options, &out, "the model file"), &inputs(&source, recipe, v.keep_file.as_deref()))?;
     let net = options.network()?;
     let mut state = options.train_state()?;
+    if !net.learned_keep().is_empty() {
+        state.concrete = Some(options.concrete_prior()?);
+    }
     let tau = options.tau()?;
     state.choose_tau = tau == Some(Tau::Auto);
     let opt = Optimizer::new(state.optimizer.clone())?;
