@@ -129,6 +129,8 @@ fn check_writable(out: &NamedPath) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A fresh folder in the system's temporary folder (a unit test has no target folder of its
+    /// own); each test removes it when it passes.
     fn dir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("dropnet-outputs-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -149,6 +151,7 @@ mod tests {
         assert!(same_file(&d.join("new"), &d.join(".").join("new")));
         assert!(!same_file(&d.join("a"), &d.join("new")));
         assert!(!same_file(&d.join("new"), &d.join("other")));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
@@ -165,5 +168,6 @@ mod tests {
         assert!(check_outputs(&[NamedPath::new("--out", d.join("m"))], &input).is_ok());
         // the writability probe leaves nothing behind
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
