@@ -4,7 +4,7 @@
 //! relaxation, which is differentiable in θ:
 //!
 //! ```text
-//! train     z̃[i,k] = σ((θ[k] + L[i,k]) / t),   L = ln u − ln(1 − u),   u the unit's uniform
+//! train     z̃[i,k] = σ((θ[k] + L[i,k]) / t),   L = ln(u / (1 − u)),   u the unit's uniform
 //!           a_tilde[i,k] = a[i,k] · z̃[i,k] / q[k]
 //! backward  da[i,k] = da_tilde[i,k] · z̃[i,k] / q[k]
 //!           dθ[k]  += Σ_i da_tilde[i,k] · a_tilde[i,k] · ((1 − z̃[i,k]) / t − (1 − q[k]))
@@ -113,7 +113,8 @@ impl KeepSummary {
 /// of the unit's address.
 pub fn relaxed_bit(theta: f64, temperature: f64, word: u32) -> f64 {
     let u = unit_open(word);
-    let logistic = u.ln() - (1.0 - u).ln();
+    // one logarithm: u/(1 − u) is one rounding, a second ln would cost as much as the rest
+    let logistic = (u / (1.0 - u)).ln();
     sigmoid((theta + logistic) / temperature)
 }
 
@@ -409,7 +410,7 @@ mod tests {
         let expected: f64 = (0..points)
             .map(|i| {
                 let u = (i as f64 + 0.5) / points as f64;
-                sigmoid((theta + u.ln() - (1.0 - u).ln()) / t)
+                sigmoid((theta + (u / (1.0 - u)).ln()) / t)
             })
             .sum::<f64>()
             / points as f64;
