@@ -91,7 +91,7 @@ fn a_steady_state_training_step_allocates_nothing() {
             weight_decay: 1e-4,
             ..OptimConfig::default()
         };
-        let mut opt = Optimizer::new(config).unwrap();
+        let mut opt = Optimizer::new(config.clone()).unwrap();
         let x = Matrix::from_fn(455, 13, |i, k| ((i * 5 + k) % 11) as f32 / 11.0);
         let y = Matrix::from_fn(455, 1, |i, _| (i % 13) as f32 / 13.0);
         let data = Dataset::regression(x, y, std::path::Path::new("memory")).unwrap();
@@ -100,6 +100,18 @@ fn a_steady_state_training_step_allocates_nothing() {
         let batches: Vec<Vec<usize>> = epoch.iter().chain(&epoch).cloned().collect();
         let in_steps = steady_state_allocations(&mut net, &mut opt, Loss::MeanSquaredError, &data, &batches);
         assert_eq!(in_steps, 0, "the regression steps allocated {in_steps} times");
+
+        // Concrete dropout with its regulariser, per unit and per layer, allocates nothing either.
+        let stack = dropnet::stack::Stack::parse("13,concrete0.9,dense50,relu,concrete0.8,dense1", Scaling::Inverted);
+        let mut stack = stack.unwrap();
+        if let Some(spec) = stack.noises_mut().nth(1) {
+            spec.concrete = Some(dropnet::stack::ConcreteSpec { temperature: 0.1, per_layer: true });
+        }
+        let mut net = Network::<f32>::new(&dropnet::Architecture::new(stack), 3).unwrap();
+        net.set_concrete_regularizer(dropnet::dropout::ConcreteRegularizer::new(1e-2, 455, 1.0));
+        let mut opt = Optimizer::new(config.clone()).unwrap();
+        let in_steps = steady_state_allocations(&mut net, &mut opt, Loss::MeanSquaredError, &data, &batches);
+        assert_eq!(in_steps, 0, "the concrete dropout steps allocated {in_steps} times");
         // The counter does see an allocation made on this thread while watching.
         WATCHING.with(|w| w.set(true));
         let probe = std::hint::black_box(Vec::<u8>::with_capacity(16));

@@ -144,6 +144,11 @@ pub struct ConcreteDropout<T: Scalar> {
     keep: Vec<f64>,
     /// 1/q[k] of the last pass.
     inv_keep: Vec<T>,
+    /// 2·c_w/q[k] of the last pass: the regulariser's decay of weight column k.
+    decay: Vec<T>,
+    /// Backward's workspaces: dθ per unit, and S[k] of the weights.
+    grad: Vec<f64>,
+    squares: Vec<f64>,
     /// The hard Bernoulli dropout of Monte-Carlo passes, at the keep it was built for.
     bernoulli: Option<Dropout<T>>,
     /// What the last pass did.
@@ -191,6 +196,9 @@ impl<T: Scalar> ConcreteDropout<T> {
             relaxed: Matrix::zeros(0, 0),
             keep: Vec::new(),
             inv_keep: Vec::new(),
+            decay: Vec::new(),
+            grad: Vec::new(),
+            squares: Vec::new(),
             bernoulli: None,
             last: Pass::Identity,
         })
@@ -220,8 +228,16 @@ impl<T: Scalar> ConcreteDropout<T> {
 
     /// The current keep probability of each unit, σ(θ).
     pub fn keep_values(&self) -> Vec<f64> {
+        let mut keep = Vec::new();
+        self.keep_into(&mut keep);
+        keep
+    }
+
+    /// σ(θ) per unit into `keep` (its allocation reused).
+    fn keep_into(&self, keep: &mut Vec<f64>) {
         let theta = |k: usize| self.logit[if self.logit.len() == 1 { 0 } else { k }].to_f64();
-        (0..self.units).map(|k| sigmoid(theta(k))).collect()
+        keep.clear();
+        keep.extend((0..self.units).map(|k| sigmoid(theta(k))));
     }
 
     /// The current keep probabilities as a [`Keep`] (an error when one has reached 0).
@@ -241,8 +257,15 @@ impl<T: Scalar> ConcreteDropout<T> {
             ));
         }
         a_tilde.ensure_shape(rows, cols);
-        self.keep = self.keep_values();
-        self.inv_keep = self.keep.iter().map(|&q| T::from_f64(1.0 / q)).collect();
+        // the buffers of the last pass are reused: a steady training step allocates nothing
+        let mut keep = std::mem::take(&mut self.keep);
+        self.keep_into(&mut keep);
+        self.keep = keep;
+        self.inv_keep.clear();
+        self.inv_keep.extend(self.keep.iter().map(|&q| T::from_f64(1.0 / q)));
+        let cw = self.regularizer.weight;
+        self.decay.clear();
+        self.decay.extend(self.keep.iter().map(|&q| T::from_f64(2.0 * cw / q)));
         match draw {
             None => {
                 self.last = Pass::Identity;
@@ -304,7 +327,9 @@ impl<T: Scalar> ConcreteDropout<T> {
     /// and adds the regulariser's terms for the weights `w` the noise feeds ([out, units]).
     pub fn backward_in_place(&mut self, d: &mut Matrix<T>, a_tilde: &Matrix<T>, w: &Matrix<T>, input_grad: bool) {
         let cols = self.units;
-        let mut grad = vec![0.0f64; cols];
+        let mut grad = std::mem::take(&mut self.grad);
+        grad.clear();
+        grad.resize(cols, 0.0);
         if self.last == Pass::Relaxed {
             // dθ[k] = Σ_i da_tilde[i,k] · a_tilde[i,k] · ((1 − z̃[i,k])/t − (1 − q[k]))  (N6),
             // column blocks in parallel, each column summed in row order
@@ -328,6 +353,7 @@ impl<T: Scalar> ConcreteDropout<T> {
         for (k, g) in grad.iter().enumerate() {
             self.logit_grad[if shared { 0 } else { k }] += T::from_f64(*g);
         }
+        self.grad = grad;
         if !input_grad {
             return;
         }
@@ -353,12 +379,13 @@ impl<T: Scalar> ConcreteDropout<T> {
     }
 
     /// Adds the regulariser's ∂R/∂θ (per unit) to `grad` (N6).
-    fn add_regularizer_grad(&self, grad: &mut [f64], w: &Matrix<T>) {
+    fn add_regularizer_grad(&mut self, grad: &mut [f64], w: &Matrix<T>) {
         let ConcreteRegularizer { weight: cw, entropy: ce } = self.regularizer;
         if cw == 0.0 && ce == 0.0 {
             return;
         }
-        let squares = column_squares(w);
+        column_squares(w, &mut self.squares);
+        let squares = &self.squares;
         let shared = self.logit.len() == 1;
         for (k, g) in grad.iter_mut().enumerate() {
             let q = self.keep[k];
@@ -369,15 +396,15 @@ impl<T: Scalar> ConcreteDropout<T> {
 
     /// `2 c_w / q[k]` per input unit: the regulariser's weight decay on column k of the weights
     /// (`None` without a weight term). Valid after a forward pass.
-    pub fn weight_decay(&self) -> Option<Vec<T>> {
-        let cw = self.regularizer.weight;
-        (cw != 0.0).then(|| self.keep.iter().map(|&q| T::from_f64(2.0 * cw / q)).collect())
+    pub fn weight_decay(&self) -> Option<&[T]> {
+        (self.regularizer.weight != 0.0).then_some(&self.decay[..])
     }
 
     /// R of math.md N6 at the current keep and weights `w`.
     pub fn regularizer_value(&self, w: &Matrix<T>) -> f64 {
         let ConcreteRegularizer { weight: cw, entropy: ce } = self.regularizer;
-        let squares = column_squares(w);
+        let mut squares = Vec::new();
+        column_squares(w, &mut squares);
         self.keep_values()
             .iter()
             .zip(&squares)
@@ -386,15 +413,15 @@ impl<T: Scalar> ConcreteDropout<T> {
     }
 }
 
-/// `S[k] = Σ_j w[j,k]²`, the rows summed in order.
-fn column_squares<T: Scalar>(w: &Matrix<T>) -> Vec<f64> {
-    let mut squares = vec![0.0f64; w.cols()];
+/// `S[k] = Σ_j w[j,k]²` into `squares`, the rows summed in order.
+fn column_squares<T: Scalar>(w: &Matrix<T>, squares: &mut Vec<f64>) {
+    squares.clear();
+    squares.resize(w.cols(), 0.0);
     for j in 0..w.rows() {
         for (s, v) in squares.iter_mut().zip(w.row(j)) {
             *s += v.to_f64() * v.to_f64();
         }
     }
-    squares
 }
 
 #[cfg(test)]

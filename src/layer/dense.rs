@@ -225,7 +225,7 @@ impl<T: Scalar> Dense<T> {
         let connect = self.noise.as_ref().and_then(Noise::dropconnect);
         // concrete dropout's regulariser: dw[j,k] += 2 c_w · w[j,k] / q[k]  (N6)
         let decay = self.noise.as_ref().and_then(Noise::concrete).and_then(|c| c.weight_decay());
-        let (decay_ref, width) = (decay.as_deref(), self.inputs());
+        let (decay_ref, width) = (decay, self.inputs());
         let then = move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
             if let Some(connect) = connect {
                 // SAFETY: the product hands this block of the gradient to this thread alone.
