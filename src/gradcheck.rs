@@ -125,7 +125,7 @@ pub fn cases() -> Vec<Case> {
 fn stack_cases() -> Vec<Case> {
     use KeepKind::*;
     use Scaling::*;
-    let stacks: [(&str, &str, KeepKind, Scaling); 22] = [
+    let stacks: [(&str, &str, KeepKind, Scaling); 25] = [
         ("conv-s1-p0-relu", "2x6x6,keep0.8,conv3k3,relu,flatten,dense4", PerUnit, Inverted),
         ("conv-s2-p2-tanh", "1x7x7,keep0.9,conv4k3s2p2,tanh,flatten,keep0.7,dense3", PerLayer, Inverted),
         ("conv-channels", "3x5x5,conv2k2,sigmoid,keep0.6,conv5k3p1,elu,flatten,dense3", PerUnit, Standard),
@@ -148,6 +148,14 @@ fn stack_cases() -> Vec<Case> {
         ("concrete-mlp", "6,concrete0.7,dense5,tanh,concrete0.6,dense3", PerUnit, Inverted),
         ("concrete-per-layer-t0.5-mlp", "6,concrete0.8,dense5,sigmoid,concrete0.5,dense3", PerLayer, Inverted),
         ("concrete-conv", "2x5x5,conv3k3,relu,flatten,concrete0.7,dense3", PerUnit, Inverted),
+        (
+            "concrete-per-channel-conv",
+            "3x5x5,concrete0.8,conv2k3p1,tanh,concrete0.6,conv3k3,flatten,dense3",
+            PerUnit,
+            Inverted,
+        ),
+        ("concrete-per-layer-t0.5-conv", "2x5x5,concrete0.8,conv3k3s2,sigmoid,flatten,dense3", PerLayer, Inverted),
+        ("concrete-per-channel-before-flatten", "2x4x4,conv3k3,relu,concrete0.7,flatten,dense3", PerUnit, Inverted),
     ];
     let mut cases: Vec<Case> = stacks
         .iter()
@@ -215,7 +223,7 @@ impl Problem {
             let shapes: Vec<_> = plans.iter().filter_map(|p| p.noise.as_ref().map(|n| (n.0.noise, n.2))).collect();
             for (spec, (kind, shape)) in stack.noises_mut().zip(shapes) {
                 let n = match (kind, shape) {
-                    (NoiseKind::Spatial, crate::stack::Shape::Map { c, .. }) => c,
+                    (NoiseKind::Spatial | NoiseKind::Concrete, crate::stack::Shape::Map { c, .. }) => c,
                     _ => shape.units(),
                 };
                 // a concrete keep's logit needs keep < 1

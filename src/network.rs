@@ -343,15 +343,15 @@ impl<T: Scalar> Network<T> {
     pub fn regularizer(&self) -> f64 {
         self.layers
             .iter()
-            .filter_map(|l| match l {
-                Layer::Dense(d) => d.noise.as_ref().and_then(Noise::concrete).map(|c| c.regularizer_value(&d.weight)),
-                _ => None,
+            .filter_map(|l| {
+                let weight = &l.parameters()?.weight;
+                l.noise().and_then(Noise::concrete).map(|c| c.regularizer_value(weight))
             })
             .sum()
     }
 
-    /// The learned keep of every concrete dropout: the dense layer's module number and σ(θ) per
-    /// input unit.
+    /// The learned keep of every concrete dropout: the module number of the layer it feeds and σ(θ)
+    /// per input unit (per channel of a feature map).
     pub fn learned_keep(&self) -> Vec<(usize, Vec<f64>)> {
         let concrete = |l: &Layer<T>| l.noise().and_then(Noise::concrete).map(|c| c.keep_values());
         self.layers.iter().zip(&self.plans).filter_map(|(l, p)| concrete(l).map(|k| (p.module, k))).collect()
@@ -397,7 +397,8 @@ impl Network<f32> {
                 }
                 Layer::Conv(c) => {
                     let complete = c.backward_then(da, da_in, Some(&apply))?;
-                    (&mut c.weight, &mut c.bias, &c.bias_grad, None, complete)
+                    let concrete = c.noise.as_mut().and_then(Noise::concrete_mut);
+                    (&mut c.weight, &mut c.bias, &c.bias_grad, concrete, complete)
                 }
                 _ => unreachable!("only dense layers and convolutions have parameters"),
             };
@@ -429,7 +430,10 @@ impl Network<f32> {
                     let concrete = d.noise.as_mut().and_then(Noise::concrete_mut);
                     (&mut d.weight, &d.weight_grad, &mut d.bias, &d.bias_grad, concrete)
                 }
-                Layer::Conv(v) => (&mut v.weight, &v.weight_grad, &mut v.bias, &v.bias_grad, None),
+                Layer::Conv(v) => {
+                    let concrete = v.noise.as_mut().and_then(Noise::concrete_mut);
+                    (&mut v.weight, &v.weight_grad, &mut v.bias, &v.bias_grad, concrete)
+                }
                 _ => continue,
             };
             let width = weight.cols();

@@ -171,8 +171,8 @@ fn concrete_dropout_refuses_what_it_cannot_learn() {
         (mlp, &["--concrete-temperature", "0"][..], "--concrete-temperature 0: expected a positive"),
         (mlp, &["--scaling", "standard"][..], "no standard convention"),
         ("16,concrete1,dense12,relu,dense3", &[][..], "strictly between 0 and 1"),
-        ("1x4x4,concrete0.5,conv2k3,relu,flatten,dense3", &[][..], "needs the weights of a dense layer"),
-        ("16,concrete0.5,relu,dense3", &[][..], "needs the weights of a dense layer"),
+        ("16,concrete0.5,relu,dense3", &[][..], "needs the weights it feeds"),
+        ("1x4x4,conv2k3,concrete0.5,maxpool2,flatten,dense3", &[][..], "needs the weights it feeds"),
     ] {
         assert_fails(&train_toy(&dir, arch, extra), &[expected]);
     }
@@ -183,4 +183,25 @@ fn concrete_dropout_refuses_what_it_cannot_learn() {
         &["--keep-file", "k.json", "--concrete-per", "layer"],
     );
     assert_fails(&per_unit, &["--concrete-per layer needs one starting keep"]);
+}
+
+#[test]
+fn concrete_dropout_learns_a_keep_per_channel_before_a_convolution() {
+    let dir = toy_dir("family_concrete_conv");
+    let arch = "1x4x4,concrete0.9,conv3k3p1,relu,concrete0.8,conv2k3,relu,flatten,dense3";
+    let out = train_toy(&dir, arch, &["--optimizer", "adam", "--out", "c.safetensors", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(last_json(&out)["test_error"].as_f64().unwrap() < 0.2, "{}", stderr(&out));
+    // one logit per channel of each input map: 1, then 3
+    let h = header(&std::fs::read(dir.join("c.safetensors")).unwrap());
+    assert_eq!(h["1.keep_logit"]["shape"], serde_json::json!([1]), "{h}");
+    assert_eq!(h["4.keep_logit"]["shape"], serde_json::json!([3]), "{h}");
+    let info = last_json(&dropnet(&dir, &["info", "--model", "c.safetensors", "--json"]));
+    assert_eq!(info["learned_keep"][1]["keep"].as_array().unwrap().len(), 3, "{info}");
+    let eval = dropnet(&dir, &["eval", "--model", "c.safetensors", "--data", "toy", "--mc", "5", "--json"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    // a keep per unit of a feature map is not a keep per channel
+    std::fs::write(dir.join("k.json"), format!("[{:?}, 0.8]", vec![0.7; 16])).unwrap();
+    let per_unit = train_toy(&dir, arch, &["--keep-file", "k.json"]);
+    assert_fails(&per_unit, &["16 keep values for 1 groups", "one keep per channel"]);
 }

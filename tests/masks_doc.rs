@@ -200,7 +200,7 @@ fn every_documented_concrete_vector_matches_and_a_network_draws_it() {
     let x = Matrix::from_fn(6, 784, |i, k| 1.0 + (i * 784 + k) as f32 * 1e-4);
     net.forward(&x, Mode::Train { step: 7 }).unwrap();
     let r = rows.iter().find(|r| r[0] == "42" && r[1] == "1").unwrap();
-    let z = net.noises()[1].concrete().unwrap().relaxed().get(5, 783);
+    let z = net.noises()[1].concrete().unwrap().bits().get(5, 783);
     assert_eq!(z.to_bits(), u32::from_str_radix(&r[9], 16).unwrap());
     net.forward(&x, Mode::McSample { sample: 3, first_row: 0 }).unwrap();
     let Layer::Dense(dense) = &net.layers()[1] else { panic!("a dense layer") };

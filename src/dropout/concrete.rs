@@ -29,7 +29,7 @@
 //! (per layer: one θ, the sums over k of the per-unit terms). The relaxed bits z̃ of the last
 //! training pass are stored for backward (4 bytes per unit in f32).
 
-use super::{Dropout, Keep, MaskDraw, Scaling};
+use super::MaskDraw;
 use crate::error::{Error, Result};
 use crate::rng::{counter, key, philox4x32_10, unit_open, Stream};
 use crate::tensor::{Matrix, Scalar};
@@ -93,7 +93,7 @@ impl Default for ConcretePrior {
 /// The learned keep of one concrete dropout, summarised (the per-epoch log's `keep`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KeepSummary {
-    /// The module number of the dense layer the noise feeds (N of `N.keep_logit`).
+    /// The module number of the dense layer or convolution the noise feeds (N of `N.keep_logit`).
     pub layer: usize,
     pub mean: f64,
     pub min: f64,
@@ -127,30 +127,35 @@ pub fn logit(keep: f64) -> f64 {
     (keep / (1.0 - keep)).ln()
 }
 
-/// Concrete dropout on an input of `units` units: its keep logits and their gradient, and the
-/// relaxed bits of its last training pass.
+/// Concrete dropout on an input of `units` units in `groups` groups, unit k in group `k mod
+/// groups`: every unit its own group on a vector, every channel one on a channels-last feature
+/// map (a relaxed bit per example and channel, shared by its positions, as spatial dropout). Its
+/// keep logits (one per group, or one for the layer) and their gradient, and the bits of its last
+/// pass.
 #[derive(Clone, Debug)]
 pub struct ConcreteDropout<T: Scalar> {
-    /// θ: one per unit, or one for the layer.
+    /// θ: one per group, or one for the layer.
     pub logit: Vec<T>,
     /// ∂J/∂θ, filled by backward.
     pub logit_grad: Vec<T>,
     units: usize,
+    groups: usize,
     temperature: f64,
     regularizer: ConcreteRegularizer,
-    /// z̃ of the last training pass (`rows × units`).
-    relaxed: Matrix<T>,
-    /// q[k] of the last pass, per unit.
+    /// z̃ (training) or r (Monte-Carlo) of the last pass, `rows × groups`.
+    bits: Matrix<T>,
+    /// q[g] of the last pass.
     keep: Vec<f64>,
-    /// 1/q[k] of the last pass.
+    /// 1/q[g] of the last pass.
     inv_keep: Vec<T>,
-    /// 2·c_w/q[k] of the last pass: the regulariser's decay of weight column k.
+    /// 2·c_w/q[g] of the last pass: the regulariser's decay of the weights group g feeds.
     decay: Vec<T>,
-    /// Backward's workspaces: dθ per unit, and S[k] of the weights.
+    /// θ[g] and the Bernoulli threshold of q[g] of the last pass, for the draw.
+    theta: Vec<f64>,
+    thresholds: Vec<u64>,
+    /// Backward's workspaces: dθ per group, and S[g] of the weights.
     grad: Vec<f64>,
     squares: Vec<f64>,
-    /// The hard Bernoulli dropout of Monte-Carlo passes, at the keep it was built for.
-    bernoulli: Option<Dropout<T>>,
     /// What the last pass did.
     last: Pass,
 }
@@ -163,21 +168,26 @@ enum Pass {
 }
 
 impl<T: Scalar> ConcreteDropout<T> {
-    /// Keep logits starting at `keep` (one value, or one per unit) on `units` units.
-    pub fn new(keep: &[f64], units: usize, temperature: f64, per_layer: bool) -> Result<Self> {
+    /// Keep logits starting at `keep` (one value, or one per group) on `units` units in `groups`
+    /// groups.
+    pub fn new(keep: &[f64], units: usize, groups: usize, temperature: f64, per_layer: bool) -> Result<Self> {
         if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(Error::Config(format!("concrete temperature {temperature} must be positive and finite")));
+        }
+        if groups == 0 || !units.is_multiple_of(groups) {
+            return Err(Error::Config(format!("concrete dropout: {units} units do not split into {groups} groups")));
         }
         let starts: Vec<f64> = match (keep, per_layer) {
             ([p], true) => vec![*p],
             (_, true) => return Err(Error::Config("per-layer concrete dropout takes one keep probability".into())),
-            ([p], false) => vec![*p; units],
-            (all, false) if all.len() == units => all.to_vec(),
+            ([p], false) => vec![*p; groups],
+            (all, false) if all.len() == groups => all.to_vec(),
             (all, false) => {
+                let what = if groups == units { "unit" } else { "channel (one keep per channel of a feature map)" };
                 return Err(Error::Config(format!(
-                    "{} keep values for {units} units: give one or one per unit",
+                    "{} keep values for {groups} groups: give one or one per {what}",
                     all.len()
-                )))
+                )));
             }
         };
         for &p in &starts {
@@ -191,22 +201,24 @@ impl<T: Scalar> ConcreteDropout<T> {
             logit_grad: vec![T::ZERO; logit.len()],
             logit,
             units,
+            groups,
             temperature,
             regularizer: ConcreteRegularizer::default(),
-            relaxed: Matrix::zeros(0, 0),
+            bits: Matrix::zeros(0, 0),
             keep: Vec::new(),
             inv_keep: Vec::new(),
             decay: Vec::new(),
+            theta: Vec::new(),
+            thresholds: Vec::new(),
             grad: Vec::new(),
             squares: Vec::new(),
-            bernoulli: None,
             last: Pass::Identity,
         })
     }
 
-    /// z̃ of the last training pass (`rows × units`).
-    pub fn relaxed(&self) -> &Matrix<T> {
-        &self.relaxed
+    /// z̃ of the last training pass, or r of the last Monte-Carlo pass (`rows × groups`).
+    pub fn bits(&self) -> &Matrix<T> {
+        &self.bits
     }
 
     pub fn temperature(&self) -> f64 {
@@ -221,29 +233,27 @@ impl<T: Scalar> ConcreteDropout<T> {
         self.regularizer
     }
 
-    /// Whether one keep probability is learned for the whole layer.
-    pub fn per_layer(&self) -> bool {
-        self.logit.len() == 1 && self.units != 1
+    /// The number of groups (units of a vector, channels of a map) that each have a keep.
+    pub fn groups(&self) -> usize {
+        self.groups
     }
 
-    /// The current keep probability of each unit, σ(θ).
+    /// The current keep probability of each group, σ(θ).
     pub fn keep_values(&self) -> Vec<f64> {
         let mut keep = Vec::new();
         self.keep_into(&mut keep);
         keep
     }
 
-    /// σ(θ) per unit into `keep` (its allocation reused).
+    /// σ(θ) per group into `keep` (its allocation reused).
     fn keep_into(&self, keep: &mut Vec<f64>) {
-        let theta = |k: usize| self.logit[if self.logit.len() == 1 { 0 } else { k }].to_f64();
         keep.clear();
-        keep.extend((0..self.units).map(|k| sigmoid(theta(k))));
+        keep.extend((0..self.groups).map(|g| sigmoid(self.theta(g))));
     }
 
-    /// The current keep probabilities as a [`Keep`] (an error when one has reached 0).
-    pub fn keep(&self) -> Result<Keep> {
-        Keep::per_unit(self.keep_values())
-            .map_err(|e| Error::Config(format!("concrete dropout's learned keep left (0, 1]: {e}")))
+    /// θ of group g.
+    fn theta(&self, g: usize) -> f64 {
+        self.logit[if self.logit.len() == 1 { 0 } else { g }].to_f64()
     }
 
     /// The forward pass: relaxed bits in training (`stream` Mask), hard Bernoulli bits at the
@@ -253,7 +263,7 @@ impl<T: Scalar> ConcreteDropout<T> {
         if cols != self.units {
             return Err(crate::error::shape(
                 "concrete dropout",
-                format!("input has {cols} units, keep has {}", self.units),
+                format!("input has {cols} units, the noise takes {}", self.units),
             ));
         }
         a_tilde.ensure_shape(rows, cols);
@@ -266,56 +276,64 @@ impl<T: Scalar> ConcreteDropout<T> {
         let cw = self.regularizer.weight;
         self.decay.clear();
         self.decay.extend(self.keep.iter().map(|&q| T::from_f64(2.0 * cw / q)));
-        match draw {
-            None => {
-                self.last = Pass::Identity;
-                a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
-                Ok(())
+        let Some(draw) = draw else {
+            self.last = Pass::Identity;
+            a_tilde.as_mut_slice().copy_from_slice(a.as_slice());
+            return Ok(());
+        };
+        if draw.stream == Stream::McMask {
+            if let Some(&q) = self.keep.iter().find(|&&q| q <= 0.0 || q.is_nan()) {
+                return Err(Error::Config(format!("concrete dropout's learned keep reached {q}")));
             }
-            Some(d) if d.stream == Stream::McMask => {
-                self.last = Pass::Bernoulli;
-                let keep = self.keep()?;
-                if self.bernoulli.as_ref().is_none_or(|b| b.keep() != &keep) {
-                    self.bernoulli = Some(Dropout::new(keep, Scaling::Inverted));
-                }
-                self.bernoulli.as_mut().expect("set above").forward(a, a_tilde, Some(d))
-            }
-            Some(d) => {
-                self.last = Pass::Relaxed;
-                self.draw_relaxed(rows, d);
-                let (z, inv) = (&self.relaxed, &self.inv_keep);
-                let out = a_tilde.as_mut_slice().par_chunks_mut(cols.max(1)).zip(a.as_slice().par_chunks(cols.max(1)));
-                out.zip(z.as_slice().par_chunks(cols.max(1))).with_min_len(MIN_ROWS_PER_TASK).for_each(
-                    |((o, x), z)| {
-                        for k in 0..o.len() {
-                            o[k] = x[k] * z[k] * inv[k];
-                        }
-                    },
-                );
-                Ok(())
-            }
+            self.last = Pass::Bernoulli;
+        } else {
+            self.last = Pass::Relaxed;
         }
+        self.draw_bits(rows, draw);
+        // a_tilde[i,k] = a[i,k] · z̃[i,g] / q[g], g = k mod groups (N6)
+        let (bits, inv, groups) = (&self.bits, &self.inv_keep, self.groups);
+        let width = cols.max(1);
+        let out = a_tilde.as_mut_slice().par_chunks_mut(width).zip(a.as_slice().par_chunks(width));
+        out.zip(bits.as_slice().par_chunks(groups)).with_min_len(MIN_ROWS_PER_TASK).for_each(|((o, x), z)| {
+            for (o, x) in o.chunks_mut(groups).zip(x.chunks(groups)) {
+                for g in 0..o.len() {
+                    o[g] = x[g] * z[g] * inv[g];
+                }
+            }
+        });
+        Ok(())
     }
 
-    /// z̃ for `rows` rows, rows in parallel.
-    fn draw_relaxed(&mut self, rows: usize, draw: &MaskDraw) {
-        let cols = self.units;
-        self.relaxed.ensure_shape(rows, cols);
-        if cols == 0 {
-            return;
-        }
+    /// The bits of `rows` rows, rows in parallel: z̃ of the unit's word in training, or its
+    /// Bernoulli bit at the learned keep in a Monte-Carlo pass (docs/masks.md).
+    fn draw_bits(&mut self, rows: usize, draw: &MaskDraw) {
+        let groups = self.groups;
+        self.bits.ensure_shape(rows, groups);
         let philox_key = key(draw.seed);
-        let (logit, t) = (&self.logit, self.temperature);
-        let shared = logit.len() == 1;
-        self.relaxed.as_mut_slice().par_chunks_mut(cols).enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(
+        let (t, hard) = (self.temperature, self.last == Pass::Bernoulli);
+        let mut theta = std::mem::take(&mut self.theta);
+        theta.clear();
+        theta.extend((0..groups).map(|g| self.theta(g)));
+        self.theta = theta;
+        self.thresholds.clear();
+        self.thresholds.extend(self.keep.iter().map(|&q| super::threshold(q)));
+        let (theta, thresholds) = (&self.theta, &self.thresholds);
+        self.bits.as_mut_slice().par_chunks_mut(groups).enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(
             |(i, row)| {
                 let r = draw.first_row.wrapping_add(i as u32);
-                for (block, units) in row.chunks_mut(4).enumerate() {
+                for (block, bits) in row.chunks_mut(4).enumerate() {
                     let words = philox4x32_10(counter(draw.stream, draw.layer, draw.step, r, block as u32), philox_key);
-                    for (lane, z) in units.iter_mut().enumerate() {
-                        let k = block * 4 + lane;
-                        let theta = logit[if shared { 0 } else { k }].to_f64();
-                        *z = T::from_f64(relaxed_bit(theta, t, words[lane]));
+                    for (lane, z) in bits.iter_mut().enumerate() {
+                        let g = block * 4 + lane;
+                        *z = if hard {
+                            if (words[lane] as u64) < thresholds[g] {
+                                T::ONE
+                            } else {
+                                T::ZERO
+                            }
+                        } else {
+                            T::from_f64(relaxed_bit(theta[g], t, words[lane]))
+                        };
                     }
                 }
             },
@@ -324,23 +342,28 @@ impl<T: Scalar> ConcreteDropout<T> {
 
     /// The backward pass of the last forward pass, in place on `d`: on entry ∂J/∂a_tilde, on exit
     /// ∂J/∂a (when `input_grad`; otherwise left as it was). Sets `logit_grad` from the data term
-    /// and adds the regulariser's terms for the weights `w` the noise feeds ([out, units]).
+    /// and adds the regulariser's terms for the weights `w` the noise feeds (column c of w fed by
+    /// group `c mod groups`).
     pub fn backward_in_place(&mut self, d: &mut Matrix<T>, a_tilde: &Matrix<T>, w: &Matrix<T>, input_grad: bool) {
-        let cols = self.units;
+        let groups = self.groups;
         let mut grad = std::mem::take(&mut self.grad);
         grad.clear();
-        grad.resize(cols, 0.0);
+        grad.resize(groups, 0.0);
         if self.last == Pass::Relaxed {
-            // dθ[k] = Σ_i da_tilde[i,k] · a_tilde[i,k] · ((1 − z̃[i,k])/t − (1 − q[k]))  (N6),
-            // column blocks in parallel, each column summed in row order
-            let (z, keep, t) = (&self.relaxed, &self.keep, self.temperature);
-            grad.par_chunks_mut(64).enumerate().for_each(|(block, g)| {
+            // dθ[g] = Σ_i Σ_{k ≡ g} da_tilde[i,k] · a_tilde[i,k] · ((1 − z̃[i,g])/t − (1 − q[g]))
+            // (N6), blocks of groups in parallel, each summed in row and position order
+            let (z, keep, t) = (&self.bits, &self.keep, self.temperature);
+            let positions = self.units / groups;
+            grad.par_chunks_mut(64).enumerate().for_each(|(block, sums)| {
                 let start = block * 64;
                 for i in 0..d.rows() {
-                    let (dr, ar, zr) = (&d.row(i)[start..], &a_tilde.row(i)[start..], &z.row(i)[start..]);
-                    for (j, g) in g.iter_mut().enumerate() {
-                        let zk = zr[j].to_f64();
-                        *g += dr[j].to_f64() * ar[j].to_f64() * ((1.0 - zk) / t - (1.0 - keep[start + j]));
+                    let (dr, ar, zr) = (d.row(i), a_tilde.row(i), &z.row(i)[start..]);
+                    for p in 0..positions {
+                        let (dp, ap) = (&dr[p * groups + start..], &ar[p * groups + start..]);
+                        for (j, s) in sums.iter_mut().enumerate() {
+                            let factor = (1.0 - zr[j].to_f64()) / t - (1.0 - keep[start + j]);
+                            *s += dp[j].to_f64() * ap[j].to_f64() * factor;
+                        }
                     }
                 }
             });
@@ -350,52 +373,40 @@ impl<T: Scalar> ConcreteDropout<T> {
         for g in self.logit_grad.iter_mut() {
             *g = T::ZERO;
         }
-        for (k, g) in grad.iter().enumerate() {
-            self.logit_grad[if shared { 0 } else { k }] += T::from_f64(*g);
+        for (g, v) in grad.iter().enumerate() {
+            self.logit_grad[if shared { 0 } else { g }] += T::from_f64(*v);
         }
         self.grad = grad;
-        if !input_grad {
+        if !input_grad || self.last == Pass::Identity {
             return;
         }
-        // da[i,k] = da_tilde[i,k] · z̃[i,k] / q[k] (training), r[i,k] / q[k] (MC), or da_tilde
-        match self.last {
-            Pass::Identity => {}
-            Pass::Bernoulli => {
-                let (rows, ld) = d.shape();
-                let bernoulli = self.bernoulli.as_ref().expect("a Monte-Carlo pass");
-                // SAFETY: the whole of d, row stride ld, borrowed mutably here.
-                unsafe { bernoulli.backward_block_in_place(0..rows, 0..ld, d.as_mut_slice().as_mut_ptr(), ld) };
+        // da[i,k] = da_tilde[i,k] · z̃[i,g] / q[g] (training) or · r[i,g] / q[g] (MC)
+        let (bits, inv) = (&self.bits, &self.inv_keep);
+        let rows = d.as_mut_slice().par_chunks_mut(self.units.max(1)).zip(bits.as_slice().par_chunks(groups));
+        rows.with_min_len(MIN_ROWS_PER_TASK).for_each(|(dr, z)| {
+            for dp in dr.chunks_mut(groups) {
+                for g in 0..dp.len() {
+                    dp[g] = dp[g] * z[g] * inv[g];
+                }
             }
-            Pass::Relaxed => {
-                let (z, inv) = (&self.relaxed, &self.inv_keep);
-                let rows = d.as_mut_slice().par_chunks_mut(cols.max(1)).zip(z.as_slice().par_chunks(cols.max(1)));
-                rows.with_min_len(MIN_ROWS_PER_TASK).for_each(|(dr, zr)| {
-                    for k in 0..dr.len() {
-                        dr[k] = dr[k] * zr[k] * inv[k];
-                    }
-                });
-            }
-        }
+        });
     }
 
-    /// Adds the regulariser's ∂R/∂θ (per unit) to `grad` (N6).
+    /// Adds the regulariser's ∂R/∂θ (per group) to `grad` (N6).
     fn add_regularizer_grad(&mut self, grad: &mut [f64], w: &Matrix<T>) {
         let ConcreteRegularizer { weight: cw, entropy: ce } = self.regularizer;
         if cw == 0.0 && ce == 0.0 {
             return;
         }
-        column_squares(w, &mut self.squares);
-        let squares = &self.squares;
-        let shared = self.logit.len() == 1;
-        for (k, g) in grad.iter_mut().enumerate() {
-            let q = self.keep[k];
-            let theta = self.logit[if shared { 0 } else { k }].to_f64();
-            *g += -cw * squares[k] * (1.0 - q) / q + ce * theta * q * (1.0 - q);
+        column_squares(w, self.groups, &mut self.squares);
+        for (g, v) in grad.iter_mut().enumerate() {
+            let q = self.keep[g];
+            *v += -cw * self.squares[g] * (1.0 - q) / q + ce * self.theta(g) * q * (1.0 - q);
         }
     }
 
-    /// `2 c_w / q[k]` per input unit: the regulariser's weight decay on column k of the weights
-    /// (`None` without a weight term). Valid after a forward pass.
+    /// `2 c_w / q[g]` per group: the regulariser's weight decay on the weight columns group g
+    /// feeds (`None` without a weight term). Valid after a forward pass.
     pub fn weight_decay(&self) -> Option<&[T]> {
         (self.regularizer.weight != 0.0).then_some(&self.decay[..])
     }
@@ -404,7 +415,7 @@ impl<T: Scalar> ConcreteDropout<T> {
     pub fn regularizer_value(&self, w: &Matrix<T>) -> f64 {
         let ConcreteRegularizer { weight: cw, entropy: ce } = self.regularizer;
         let mut squares = Vec::new();
-        column_squares(w, &mut squares);
+        column_squares(w, self.groups, &mut squares);
         self.keep_values()
             .iter()
             .zip(&squares)
@@ -413,13 +424,15 @@ impl<T: Scalar> ConcreteDropout<T> {
     }
 }
 
-/// `S[k] = Σ_j w[j,k]²` into `squares`, the rows summed in order.
-fn column_squares<T: Scalar>(w: &Matrix<T>, squares: &mut Vec<f64>) {
+/// `S[g] = Σ_j Σ_{c ≡ g mod groups} w[j,c]²` into `squares`, the rows summed in order.
+fn column_squares<T: Scalar>(w: &Matrix<T>, groups: usize, squares: &mut Vec<f64>) {
     squares.clear();
-    squares.resize(w.cols(), 0.0);
+    squares.resize(groups, 0.0);
     for j in 0..w.rows() {
-        for (s, v) in squares.iter_mut().zip(w.row(j)) {
-            *s += v.to_f64() * v.to_f64();
+        for columns in w.row(j).chunks(groups) {
+            for (s, v) in squares.iter_mut().zip(columns) {
+                *s += v.to_f64() * v.to_f64();
+            }
         }
     }
 }
@@ -441,12 +454,12 @@ mod tests {
             })
             .sum::<f64>()
             / points as f64;
-        let mut d = ConcreteDropout::<f64>::new(&[keep], 100, t, false).unwrap();
+        let mut d = ConcreteDropout::<f64>::new(&[keep], 100, 100, t, false).unwrap();
         let ones = Matrix::from_fn(500, 100, |_, _| 1.0);
         let mut out = Matrix::zeros(0, 0);
         let draw = MaskDraw { seed: 9, stream: Stream::Mask, layer: 0, step: 3, first_row: 0 };
         d.forward(&ones, &mut out, Some(&draw)).unwrap();
-        let z: Vec<f64> = d.relaxed.as_slice().to_vec();
+        let z: Vec<f64> = d.bits.as_slice().to_vec();
         let n = z.len() as f64;
         let mean = z.iter().sum::<f64>() / n;
         let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
@@ -455,7 +468,7 @@ mod tests {
         // at t = 0.1 most bits are near 0 or 1: the relaxation is close to Bernoulli(keep)
         assert!((expected - keep).abs() < 0.05, "{expected}");
         // a_tilde = a · z̃ / q
-        assert!((out.get(3, 4) - d.relaxed.get(3, 4) / keep).abs() < 1e-12);
+        assert!((out.get(3, 4) - d.bits.get(3, 4) / keep).abs() < 1e-12);
         // evaluation is the identity
         d.forward(&ones, &mut out, None).unwrap();
         assert_eq!(out.as_slice(), ones.as_slice());
@@ -463,7 +476,7 @@ mod tests {
 
     #[test]
     fn monte_carlo_passes_draw_hard_bits_at_the_learned_keep() {
-        let mut d = ConcreteDropout::<f64>::new(&[0.6], 8, 0.1, true).unwrap();
+        let mut d = ConcreteDropout::<f64>::new(&[0.6], 8, 8, 0.1, true).unwrap();
         let x = Matrix::from_fn(5, 8, |_, _| 1.0);
         let mut out = Matrix::zeros(0, 0);
         let draw = MaskDraw { seed: 4, stream: Stream::McMask, layer: 1, step: 2, first_row: 10 };
@@ -479,9 +492,29 @@ mod tests {
     }
 
     #[test]
+    fn on_a_feature_map_each_example_and_channel_has_one_bit() {
+        // 2 channels, 3 positions (channels last): unit k belongs to channel k mod 2
+        let mut d = ConcreteDropout::<f64>::new(&[0.6, 0.8], 6, 2, 0.5, false).unwrap();
+        let x = Matrix::from_fn(4, 6, |i, k| 1.0 + (i * 6 + k) as f64);
+        let mut out = Matrix::zeros(0, 0);
+        let draw = MaskDraw { seed: 2, stream: Stream::Mask, layer: 0, step: 1, first_row: 0 };
+        d.forward(&x, &mut out, Some(&draw)).unwrap();
+        assert_eq!(d.bits().shape(), (4, 2));
+        for i in 0..4 {
+            for k in 0..6 {
+                let c = k % 2;
+                let expected = x.get(i, k) * d.bits().get(i, c) / [0.6, 0.8][c];
+                assert!((out.get(i, k) - expected).abs() < 1e-12, "({i}, {k})");
+            }
+        }
+        let err = ConcreteDropout::<f64>::new(&[0.5; 6], 6, 2, 0.1, false).unwrap_err().to_string();
+        assert!(err.contains("one per channel"), "{err}");
+    }
+
+    #[test]
     fn starting_keep_is_checked() {
-        assert!(ConcreteDropout::<f64>::new(&[1.0], 3, 0.1, false).unwrap_err().to_string().contains("strictly"));
-        assert!(ConcreteDropout::<f64>::new(&[0.5, 0.6], 3, 0.1, false).is_err());
-        assert!(ConcreteDropout::<f64>::new(&[0.5], 3, 0.0, false).unwrap_err().to_string().contains("temperature"));
+        assert!(ConcreteDropout::<f64>::new(&[1.0], 3, 3, 0.1, false).unwrap_err().to_string().contains("strictly"));
+        assert!(ConcreteDropout::<f64>::new(&[0.5, 0.6], 3, 3, 0.1, false).is_err());
+        assert!(ConcreteDropout::<f64>::new(&[0.5], 3, 3, 0.0, false).unwrap_err().to_string().contains("temperature"));
     }
 }

@@ -107,6 +107,8 @@ pub struct Conv2d<T: Scalar> {
     pub noise: Option<Noise<T>>,
     pub geometry: Geometry,
     x_tilde: Matrix<T>,
+    /// dx_tilde under concrete dropout, whose backward needs x_tilde as well.
+    dx_tilde: Matrix<T>,
     /// The (noised) input of the last forward pass, zero-padded: [N, (H+2P)·(W+2P)·Cin].
     padded: Vec<T>,
     /// Filter tap t = (kh, kw, ci) at `taps[t]` in a window of `padded`.
@@ -159,6 +161,7 @@ impl<T: Scalar> Conv2d<T> {
             noise,
             geometry,
             x_tilde: Matrix::default(),
+            dx_tilde: Matrix::default(),
             padded: Vec::new(),
             taps: taps(&g, g.w + 2 * g.padding, g.cin),
             windows: Vec::new(),
@@ -261,11 +264,22 @@ impl<T: Scalar> Conv2d<T> {
         self.activation.backward(&self.z, &self.a, da, &mut self.dz);
         self.dz.reshape(rows, g.cout)?;
         self.bias_gradient();
-        if let Some(dx) = dx {
+        // concrete dropout's keep gradient needs dx_tilde even when dx is not asked for
+        let concrete = self.noise.as_ref().is_some_and(|n| n.concrete().is_some());
+        if dx.is_some() || concrete {
             self.input_gradient(n, dx);
         }
         // dWᵀ[t, co] = Σ_m x̃p[window(m) + t] · dz[m, co] (C5), then w's layout and the update
         self.weight_gradient(rows);
+        if let Some(decay) = self.noise.as_ref().and_then(Noise::concrete).and_then(|c| c.weight_decay()) {
+            // concrete dropout's regulariser: dw[co,(kh,kw,ci)] += 2 c_w · w[co,(kh,kw,ci)] / q[ci] (N6)
+            let grad = self.weight_grad.as_mut_slice().chunks_mut(decay.len());
+            for (g, w) in grad.zip(self.weight.as_slice().chunks(decay.len())) {
+                for ((g, &w), &d) in g.iter_mut().zip(w).zip(decay) {
+                    *g += d * w;
+                }
+            }
+        }
         let complete = match update {
             Some(update) => {
                 let (g_ptr, w_ptr) = (self.weight_grad.as_slice().as_ptr(), self.weight.as_mut_slice().as_mut_ptr());
@@ -299,9 +313,10 @@ impl<T: Scalar> Conv2d<T> {
         }
     }
 
-    /// dx (C6, C7): the flipped filters over the dilated and padded output gradient, and the
-    /// input noise's backward on each finished block.
-    fn input_gradient(&mut self, n: usize, dx: &mut Matrix<T>) {
+    /// dx (C6, C7): the flipped filters over the dilated and padded output gradient, then the
+    /// input noise's backward (for concrete dropout also its keep gradient, N6). `dx` may be
+    /// `None` only under concrete dropout.
+    fn input_gradient(&mut self, n: usize, mut dx: Option<&mut Matrix<T>>) {
         let g = self.geometry;
         let q = g.kernel - 1;
         let (hq, wq) = (g.h + q, g.w + q);
@@ -315,10 +330,14 @@ impl<T: Scalar> Conv2d<T> {
             weight.get(co, ((k - 1 - kh) * k + (k - 1 - kw)) * cin + ci)
         });
         let positions = g.h * g.w;
-        let target = if self.noise.is_some() { &mut self.x_tilde } else { &mut *dx };
+        let concrete = self.noise.as_ref().is_some_and(|n| n.concrete().is_some());
+        let target = match (&self.noise, concrete) {
+            (_, true) => &mut self.dx_tilde,
+            (Some(_), false) => &mut self.x_tilde,
+            (None, _) => dx.as_deref_mut().expect("an input gradient without noise is asked for"),
+        };
         target.ensure_shape(n * positions, cin);
         let window = |m: usize| (((m / positions * hq + m % positions / g.w) * wq + m % g.w) * g.cout) as isize;
-        let noise = self.noise.as_ref();
         let epilogue = |_: Range<usize>, _: &mut [T]| {};
         // SAFETY: every window lies inside `dz_dilated`, sized for these rows.
         unsafe {
@@ -334,8 +353,17 @@ impl<T: Scalar> Conv2d<T> {
             )
         };
         target.reshape(n, positions * cin).expect("the same values");
-        if let Some(noise) = noise {
-            noise.backward(&self.x_tilde, dx);
+        match (self.noise.as_mut(), dx) {
+            (Some(noise), dx) if concrete => {
+                let c = noise.concrete_mut().expect("concrete dropout");
+                c.backward_in_place(&mut self.dx_tilde, &self.x_tilde, &self.weight, dx.is_some());
+                if let Some(dx) = dx {
+                    dx.ensure_shape(n, positions * cin);
+                    dx.as_mut_slice().copy_from_slice(self.dx_tilde.as_slice());
+                }
+            }
+            (Some(noise), Some(dx)) => noise.backward(&self.x_tilde, dx),
+            _ => {}
         }
     }
 

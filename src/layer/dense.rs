@@ -250,7 +250,7 @@ impl<T: Scalar> Dense<T> {
     }
 }
 
-/// `g[j,k] += decay[k] · w[j,k]` on a block of the weight gradient (`w` the whole matrix, row
+/// `g[j,k] += decay[k mod groups] · w[j,k]` on a block of the weight gradient (`w` the whole matrix, row
 /// stride `width`).
 ///
 /// # Safety
@@ -273,8 +273,9 @@ unsafe fn add_weight_decay_block<T: Scalar>(
                 std::slice::from_raw_parts(w.add(j * width + cols.start), cols.len()),
             )
         };
-        for ((g, &w), &d) in g.iter_mut().zip(w).zip(&decay[cols.clone()]) {
-            *g += d * w;
+        // column k is fed by group k mod groups (the unit itself, or its channel before a flatten)
+        for (c, (g, &w)) in g.iter_mut().zip(w).enumerate() {
+            *g += decay[(cols.start + c) % decay.len()] * w;
         }
     }
 }

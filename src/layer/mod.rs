@@ -134,7 +134,7 @@ impl<T: Scalar> Layer<T> {
                 bias: &l.bias,
                 weight_grad: &l.weight_grad,
                 bias_grad: &l.bias_grad,
-                keep_logit: None,
+                keep_logit: l.noise.as_ref().and_then(Noise::concrete).map(|c| (&c.logit[..], &c.logit_grad[..])),
             }),
             _ => None,
         }
@@ -153,7 +153,7 @@ impl<T: Scalar> Layer<T> {
     pub fn tensor_mut(&mut self, index: usize) -> Option<&mut [T]> {
         let (weight, bias, logit) = match self {
             Layer::Dense(l) => (&mut l.weight, &mut l.bias, l.noise.as_mut().and_then(Noise::concrete_mut)),
-            Layer::Conv(l) => (&mut l.weight, &mut l.bias, None),
+            Layer::Conv(l) => (&mut l.weight, &mut l.bias, l.noise.as_mut().and_then(Noise::concrete_mut)),
             _ => return None,
         };
         match index {
@@ -243,7 +243,11 @@ impl Plan {
     pub fn keep_logits(&self) -> Option<usize> {
         let (spec, _, shape) = self.noise.as_ref()?;
         let settings = spec.concrete.filter(|_| spec.noise == NoiseKind::Concrete)?;
-        Some(if settings.per_layer { 1 } else { shape.units() })
+        Some(match (settings.per_layer, shape) {
+            (true, _) => 1,
+            (false, Shape::Map { c, .. }) => *c,
+            (false, Shape::Flat(n)) => *n,
+        })
     }
 
     /// Parameter tensors of the layer: weight and bias, and keep logits under concrete dropout.
@@ -308,14 +312,23 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
                 });
             }
         };
-        let needs_dense =
-            pending.as_ref().map(|p| p.0.noise).filter(|k| matches!(k, NoiseKind::DropConnect | NoiseKind::Concrete));
-        if needs_dense.is_some() && !matches!(tokens[i], Token::Dense { .. } | Token::Flatten) {
-            let why = match needs_dense {
-                Some(NoiseKind::DropConnect) => "dropconnect masks the weights of a dense layer",
-                _ => "concrete dropout's regulariser needs the weights of a dense layer (before a convolution it is not built)",
-            };
-            return Err(at(format!("{why}: put the dense layer right after it")));
+        let next_is = |dense_only: bool| match tokens[i] {
+            Token::Dense { .. } | Token::Flatten => true,
+            Token::Conv { .. } => !dense_only,
+            _ => false,
+        };
+        match pending.as_ref().map(|p| p.0.noise) {
+            Some(NoiseKind::DropConnect) if !next_is(true) => {
+                return Err(at(
+                    "dropconnect masks the weights of a dense layer: put the dense layer right after it".into()
+                ))
+            }
+            Some(NoiseKind::Concrete) if !next_is(false) => {
+                let why = "concrete dropout's regulariser needs the weights it feeds: put a dense layer or a \
+                           convolution right after it";
+                return Err(at(why.into()));
+            }
+            _ => {}
         }
         match &tokens[i] {
             Token::Noise(spec) => {

@@ -77,8 +77,9 @@ impl<T: Scalar> Noise<T> {
             },
             NoiseKind::Concrete => {
                 let settings = spec.concrete.unwrap_or_default();
-                let (units, per_layer) = (shape.units(), settings.per_layer);
-                let d = ConcreteDropout::new(keep, units, settings.temperature, per_layer);
+                // a keep per unit of a vector, per channel of a feature map
+                let groups = channels.unwrap_or(shape.units());
+                let d = ConcreteDropout::new(keep, shape.units(), groups, settings.temperature, settings.per_layer);
                 Kind::Concrete(d.map_err(|e| bad(e.to_string()))?)
             }
             NoiseKind::Spatial => {
@@ -162,7 +163,7 @@ impl<T: Scalar> Noise<T> {
     }
 
     /// The keep probabilities, per unit (Bernoulli) or per channel (spatial); for concrete
-    /// dropout the learned ones, σ(θ).
+    /// dropout the learned ones, σ(θ), per unit of a vector or per channel of a map.
     pub fn keep(&self) -> Cow<'_, Keep> {
         match &self.kind {
             Kind::Bernoulli(d) => Cow::Borrowed(d.keep()),
