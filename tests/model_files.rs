@@ -231,3 +231,32 @@ fn a_version_1_file_loads_and_predicts_as_the_build_that_wrote_it() {
     let names: Vec<String> = saved.net.params().iter().map(|p| p.name.clone()).collect();
     assert_eq!(names, ["1.weight", "1.bias", "4.weight", "4.bias"]);
 }
+
+#[test]
+fn forged_concrete_dropout_settings_are_refused_and_missing_ones_are_the_defaults() {
+    let dir = toy_dir("model_concrete");
+    let arch = "16,concrete0.8,dense12,relu,dense3";
+    let args = ["train", "--data", "toy", "--arch", arch, "--epochs", "2", "--lr", "0.1", "--batch", "16"];
+    let out = dropnet(&dir, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let forge = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let forged = edited(&bytes, |h| {
+            let mut arch = meta(h, "architecture");
+            edit(&mut arch["layers"]);
+            set_meta(h, "architecture", &arch);
+        });
+        std::fs::write(dir.join(name), forged).unwrap();
+    };
+    forge("t.safetensors", &|l| l[0]["concrete"]["temperature"] = serde_json::json!(-1.0));
+    every_reader_refuses(&dir, "t.safetensors", &["temperature -1 must be positive"]);
+    forge("b.safetensors", &|l| l[0]["noise"] = serde_json::json!("bernoulli"));
+    every_reader_refuses(&dir, "b.safetensors", &["concrete settings on bernoulli noise would have no effect"]);
+    // without its settings a concrete token has the default ones, and its logits still load
+    forge("d.safetensors", &|l| {
+        l[0].as_object_mut().unwrap().remove("concrete");
+    });
+    let info = dropnet(&dir, &["info", "--model", "d.safetensors", "--json"]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert_eq!(last_json(&info)["learned_keep"][0]["keep"].as_array().unwrap().len(), 16);
+}

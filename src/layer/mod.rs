@@ -241,8 +241,9 @@ impl Plan {
     /// The number of keep logits of concrete dropout on the layer's input (one per unit, or one
     /// for the layer), if it has one.
     pub fn keep_logits(&self) -> Option<usize> {
-        let (spec, _, shape) = self.noise.as_ref()?;
-        let settings = spec.concrete.filter(|_| spec.noise == NoiseKind::Concrete)?;
+        let (spec, _, shape) = self.noise.as_ref().filter(|n| n.0.noise == NoiseKind::Concrete)?;
+        // as Noise::new reads it: no settings are the default ones
+        let settings = spec.concrete.unwrap_or_default();
         Some(match (settings.per_layer, shape) {
             (true, _) => 1,
             (false, Shape::Map { c, .. }) => *c,
@@ -332,6 +333,12 @@ pub fn plan(stack: &Stack) -> Result<Vec<Plan>> {
         }
         match &tokens[i] {
             Token::Noise(spec) => {
+                if spec.concrete.is_some() && spec.noise != NoiseKind::Concrete {
+                    return Err(at(format!(
+                        "concrete settings on {} noise would have no effect",
+                        spec.noise.token_name()
+                    )));
+                }
                 if pending.is_some() {
                     return Err(at("two noise tokens in a row: a noise acts on the next module's input".into()));
                 }
