@@ -118,6 +118,24 @@ pub fn relaxed_bit(theta: f64, temperature: f64, word: u32) -> f64 {
     sigmoid((theta + logistic) / temperature)
 }
 
+/// The smallest word from which [`relaxed_bit`] rounds to exactly 1 in T, for sure: a shortcut
+/// that gives the rule's own bits (`u64::MAX` when T keeps σ(18) apart from 1, as f64 does).
+///
+/// σ(x) rounds to 1 in f32 for every x ≥ 18 (1 − σ(18) ≈ 1.5e-8, under half an ulp below 1, and
+/// σ, exp and the division are monotone). A word w gives u = (w + 0.5)/2^32, and u ≥ σ(18.5·t − θ)
+/// makes x = (θ + ln(u/(1 − u)))/t ≥ 18.5; the margins (0.5 in x, 1e-9 in u) are far wider than
+/// the double-precision rounding of x.
+fn certain_one<T: Scalar>(theta: f64, temperature: f64) -> u64 {
+    if T::from_f64(sigmoid(18.0)) != T::ONE {
+        return u64::MAX;
+    }
+    let u = sigmoid(18.5 * temperature - theta) + 1e-9;
+    if !(u < 1.0) {
+        return u64::MAX;
+    }
+    (u * 4_294_967_296.0 - 0.5).ceil().max(0.0) as u64
+}
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -150,9 +168,11 @@ pub struct ConcreteDropout<T: Scalar> {
     inv_keep: Vec<T>,
     /// 2·c_w/q[g] of the last pass: the regulariser's decay of the weights group g feeds.
     decay: Vec<T>,
-    /// θ[g] and the Bernoulli threshold of q[g] of the last pass, for the draw.
+    /// θ[g], the Bernoulli threshold of q[g], and the word from which z̃ is 1 in T
+    /// ([`certain_one`]), of the last pass, for the draw.
     theta: Vec<f64>,
     thresholds: Vec<u64>,
+    ones: Vec<u64>,
     /// Backward's workspaces: dθ per group, and S[g] of the weights.
     grad: Vec<f64>,
     squares: Vec<f64>,
@@ -210,6 +230,7 @@ impl<T: Scalar> ConcreteDropout<T> {
             decay: Vec::new(),
             theta: Vec::new(),
             thresholds: Vec::new(),
+            ones: Vec::new(),
             grad: Vec::new(),
             squares: Vec::new(),
             last: Pass::Identity,
@@ -317,7 +338,9 @@ impl<T: Scalar> ConcreteDropout<T> {
         self.theta = theta;
         self.thresholds.clear();
         self.thresholds.extend(self.keep.iter().map(|&q| super::threshold(q)));
-        let (theta, thresholds) = (&self.theta, &self.thresholds);
+        self.ones.clear();
+        self.ones.extend(self.theta.iter().map(|&th| certain_one::<T>(th, t)));
+        let (theta, thresholds, ones) = (&self.theta, &self.thresholds, &self.ones);
         self.bits.as_mut_slice().par_chunks_mut(groups).enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(
             |(i, row)| {
                 let r = draw.first_row.wrapping_add(i as u32);
@@ -331,6 +354,9 @@ impl<T: Scalar> ConcreteDropout<T> {
                             } else {
                                 T::ZERO
                             }
+                        } else if words[lane] as u64 >= ones[g] {
+                            // the rule's value, without its logarithm and exponential
+                            T::ONE
                         } else {
                             T::from_f64(relaxed_bit(theta[g], t, words[lane]))
                         };
@@ -509,6 +535,25 @@ mod tests {
         }
         let err = ConcreteDropout::<f64>::new(&[0.5; 6], 6, 2, 0.1, false).unwrap_err().to_string();
         assert!(err.contains("one per channel"), "{err}");
+    }
+
+    #[test]
+    fn the_shortcut_to_one_gives_the_rule_s_bits() {
+        // f64 keeps σ(18) apart from 1: no shortcut; in f32 at keep 0.9, t = 0.1 most words take it
+        assert_eq!(certain_one::<f64>(0.0, 0.1), u64::MAX);
+        assert!(certain_one::<f32>(logit(0.9), 0.1) < 1 << 31);
+        let mut rng = crate::rng::StreamRng::new(3, Stream::Gradcheck, 0, 0);
+        for t in [0.01, 0.05, 0.1, 0.5, 1.0, 3.0] {
+            for _ in 0..40 {
+                let theta = 8.0 * rng.uniform() - 4.0;
+                let from = certain_one::<f32>(theta, t);
+                let near = (0..2000u64).map(|d| from.saturating_add(d));
+                let spread = (0..2000).map(|_| rng.next_u32() as u64);
+                for w in near.chain(spread).filter(|&w| w >= from && w <= u32::MAX as u64) {
+                    assert_eq!(relaxed_bit(theta, t, w as u32) as f32, 1.0, "θ {theta}, t {t}, word {w}");
+                }
+            }
+        }
     }
 
     #[test]
