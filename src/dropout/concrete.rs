@@ -130,7 +130,7 @@ fn certain_one<T: Scalar>(theta: f64, temperature: f64) -> u64 {
         return u64::MAX;
     }
     let u = sigmoid(18.5 * temperature - theta) + 1e-9;
-    if !(u < 1.0) {
+    if u >= 1.0 || u.is_nan() {
         return u64::MAX;
     }
     (u * 4_294_967_296.0 - 0.5).ceil().max(0.0) as u64
