@@ -225,15 +225,14 @@ impl<T: Scalar> Dense<T> {
         let connect = self.noise.as_ref().and_then(Noise::dropconnect);
         // concrete dropout's regulariser: dw[j,k] += 2 c_w · w[j,k] / q[k]  (N6)
         let decay = self.noise.as_ref().and_then(Noise::concrete).and_then(|c| c.weight_decay());
-        let (decay_ref, width) = (decay, self.inputs());
         let then = move |rows: Range<usize>, cols: Range<usize>, g: *mut T, ldg: usize| {
             if let Some(connect) = connect {
                 // SAFETY: the product hands this block of the gradient to this thread alone.
                 unsafe { connect.mask_gradient_block(rows.clone(), cols.clone(), g, ldg) };
             }
-            if let Some(decay) = decay_ref {
+            if let Some(decay) = decay {
                 // SAFETY: as above; the same block of w is read before its update below.
-                unsafe { add_weight_decay_block(rows.clone(), cols.clone(), g, ldg, w.get(), width, decay) };
+                unsafe { add_weight_decay_block(rows.clone(), cols.clone(), g, ldg, w.get(), inputs, decay) };
             }
             if let Some(update) = update {
                 if !update(rows, cols, g, ldg, w.get()) {
@@ -250,8 +249,8 @@ impl<T: Scalar> Dense<T> {
     }
 }
 
-/// `g[j,k] += decay[k mod groups] · w[j,k]` on a block of the weight gradient (`w` the whole matrix, row
-/// stride `width`).
+/// `g[j,k] += decay[k mod groups] · w[j,k]` on a block of the weight gradient (`w` the whole
+/// matrix, row stride `width`).
 ///
 /// # Safety
 /// The block of `g` (element (rows.start + r, cols.start + c) at `g + r·ldg + c`) must be valid for

@@ -89,7 +89,7 @@ pub struct TrainOptions {
     /// Concrete dropout: temperature t of the relaxed Bernoulli σ((θ + L)/t) [default: 0.1]
     #[arg(long)]
     pub concrete_temperature: Option<f64>,
-    /// Concrete dropout: learn a keep probability per unit or one per layer [default: unit]
+    /// Concrete dropout: learn a keep per unit (per channel of a map) or one per layer [default: unit]
     #[arg(long, value_enum)]
     pub concrete_per: Option<ConcretePer>,
     /// Concrete dropout: the prior length-scale l of the regulariser's weight term (l²/N)·‖W‖²/keep
