@@ -1,7 +1,9 @@
-//! Concrete dropout (Gal, Hron & Kendall 2017): Bernoulli dropout on a dense layer's input whose
-//! keep probabilities are trained (math.md N6). Keep `q[k] = σ(θ[k])` is the sigmoid of a logit
-//! θ, one per unit (or one for the layer); in training the Bernoulli bit is replaced by its
-//! relaxation, which is differentiable in θ:
+//! Concrete dropout (Gal, Hron & Kendall 2017): Bernoulli dropout on the input of a dense layer
+//! or a convolution whose keep probabilities are trained (math.md N6). Keep `q[k] = σ(θ[k])` is
+//! the sigmoid of a logit θ, one per unit of a vector or per channel of a feature map (or one for
+//! the layer); in training the Bernoulli bit is replaced by its relaxation, which is
+//! differentiable in θ. Written per unit (on a map k is the channel, and the sums over i run over
+//! the positions too):
 //!
 //! ```text
 //! train     z̃[i,k] = σ((θ[k] + L[i,k]) / t),   L = ln(u / (1 − u)),   u the unit's uniform
@@ -26,8 +28,8 @@
 //! dθ[k]   += −c_w · S[k] · (1 − q[k]) / q[k]  +  c_e · θ[k] · q[k] · (1 − q[k])
 //! ```
 //!
-//! (per layer: one θ, the sums over k of the per-unit terms). The relaxed bits z̃ of the last
-//! training pass are stored for backward (4 bytes per unit in f32).
+//! (per layer: one θ, the sums over k of the per-unit terms). The bits of the last pass (z̃, or r
+//! in a Monte-Carlo pass) are stored for backward: 4 bytes per unit (per channel of a map) in f32.
 
 use super::MaskDraw;
 use crate::error::{Error, Result};
