@@ -384,13 +384,15 @@ impl<T: Scalar> ConcreteDropout<T> {
             let positions = self.units / groups;
             grad.par_chunks_mut(64).enumerate().for_each(|(block, sums)| {
                 let start = block * 64;
+                let width = sums.len();
+                let q = &keep[start..start + width];
                 for i in 0..d.rows() {
-                    let (dr, ar, zr) = (d.row(i), a_tilde.row(i), &z.row(i)[start..]);
+                    let (dr, ar, zr) = (d.row(i), a_tilde.row(i), &z.row(i)[start..start + width]);
                     for p in 0..positions {
-                        let (dp, ap) = (&dr[p * groups + start..], &ar[p * groups + start..]);
-                        for (j, s) in sums.iter_mut().enumerate() {
-                            let factor = (1.0 - zr[j].to_f64()) / t - (1.0 - keep[start + j]);
-                            *s += dp[j].to_f64() * ap[j].to_f64() * factor;
+                        let at = p * groups + start;
+                        let (dp, ap) = (&dr[at..at + width], &ar[at..at + width]);
+                        for ((((s, &dv), &av), &zv), &q) in sums.iter_mut().zip(dp).zip(ap).zip(zr).zip(q) {
+                            *s += dv.to_f64() * av.to_f64() * ((1.0 - zv.to_f64()) / t - (1.0 - q));
                         }
                     }
                 }
@@ -452,17 +454,22 @@ impl<T: Scalar> ConcreteDropout<T> {
     }
 }
 
-/// `S[g] = Σ_j Σ_{c ≡ g mod groups} w[j,c]²` into `squares`, the rows summed in order.
+/// `S[g] = Σ_j Σ_{c ≡ g mod groups} w[j,c]²` into `squares`: blocks of groups in parallel, each
+/// summed in the order of the rows and of the columns within a row.
 fn column_squares<T: Scalar>(w: &Matrix<T>, groups: usize, squares: &mut Vec<f64>) {
     squares.clear();
     squares.resize(groups, 0.0);
-    for j in 0..w.rows() {
-        for columns in w.row(j).chunks(groups) {
-            for (s, v) in squares.iter_mut().zip(columns) {
-                *s += v.to_f64() * v.to_f64();
+    squares.par_chunks_mut(64).enumerate().for_each(|(block, sums)| {
+        let start = block * 64;
+        for j in 0..w.rows() {
+            for columns in w.row(j).chunks(groups) {
+                let end = columns.len().min(start + sums.len());
+                for (s, v) in sums.iter_mut().zip(columns.get(start..end).unwrap_or(&[])) {
+                    *s += v.to_f64() * v.to_f64();
+                }
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -272,9 +272,15 @@ unsafe fn add_weight_decay_block<T: Scalar>(
                 std::slice::from_raw_parts(w.add(j * width + cols.start), cols.len()),
             )
         };
-        // column k is fed by group k mod groups (the unit itself, or its channel before a flatten)
-        for (c, (g, &w)) in g.iter_mut().zip(w).enumerate() {
-            *g += decay[(cols.start + c) % decay.len()] * w;
+        // column k is fed by group k mod groups: the unit itself, or its channel before a flatten
+        if decay.len() >= cols.end {
+            for ((g, &w), &d) in g.iter_mut().zip(w).zip(&decay[cols.clone()]) {
+                *g += d * w;
+            }
+        } else {
+            for (c, (g, &w)) in g.iter_mut().zip(w).enumerate() {
+                *g += decay[(cols.start + c) % decay.len()] * w;
+            }
         }
     }
 }
