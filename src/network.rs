@@ -2,7 +2,7 @@
 //! weights, parameter visiting, the fused training step, and a printable summary.
 
 use crate::activation::Activation;
-use crate::dropout::ConcreteRegularizer;
+use crate::dropout::{ConcreteRegularizer, KeepSummary};
 use crate::error::{shape, Error, Result};
 use crate::layer::{plan, ActivationLayer, Conv2d, Dense, Layer, Noise, NoiseLayer, Plan, PlanKind, Pool};
 use crate::optim::{max_norm, update, update_rows, BlockUpdate, Optimizer};
@@ -457,16 +457,12 @@ impl<T: Scalar> fmt::Display for Network<T> {
         for (p, layer) in self.plans.iter().zip(&self.layers) {
             let tokens: Vec<String> = self.stack.tokens[p.modules.clone()].iter().map(Token::text).collect();
             let mut name = tokens.join(",");
-            if let Some(c) = layer.noise().and_then(Noise::concrete) {
-                let k = crate::dropout::KeepSummary::of(p.module, &c.keep_values());
-                name.push_str(&format!(" (learned keep {:.3}, {:.3}..{:.3})", k.mean, k.min, k.max));
-            } else if let Some(noise) = layer.noise() {
-                let keep = noise.keep();
-                let keep = keep.values();
-                let (lo, hi) =
-                    keep.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-                if lo != hi {
-                    name.push_str(&format!(" (keep {lo}..{hi})"));
+            if let Some(noise) = layer.noise() {
+                let k = KeepSummary::of(p.module, noise.keep().values());
+                if noise.concrete().is_some() {
+                    name.push_str(&format!(" (learned keep {:.3}, {:.3}..{:.3})", k.mean, k.min, k.max));
+                } else if k.min != k.max {
+                    name.push_str(&format!(" (keep {}..{})", k.min, k.max));
                 }
             }
             let modules = if p.modules.len() == 1 {

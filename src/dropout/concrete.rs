@@ -138,6 +138,14 @@ fn certain_one<T: Scalar>(theta: f64, temperature: f64) -> u64 {
     (u * 4_294_967_296.0 - 0.5).ceil().max(0.0) as u64
 }
 
+/// θ of group g: its own logit, or the layer's one.
+fn theta<T: Scalar>(logit: &[T], g: usize) -> f64 {
+    logit[if logit.len() == 1 { 0 } else { g }].to_f64()
+}
+
+/// σ in the form docs/masks.md writes the rule (and its Python reference computes), not
+/// `activation::sigmoid`'s overflow-safe split, which rounds differently for x < 0: the bits and
+/// the keep must be reproducible from the documented formula.
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -170,9 +178,8 @@ pub struct ConcreteDropout<T: Scalar> {
     inv_keep: Vec<T>,
     /// 2·c_w/q[g] of the last pass: the regulariser's decay of the weights group g feeds.
     decay: Vec<T>,
-    /// θ[g], the Bernoulli threshold of q[g], and the word from which z̃ is 1 in T
-    /// ([`certain_one`]), of the last pass, for the draw.
-    theta: Vec<f64>,
+    /// The Bernoulli threshold of q[g] and the word from which z̃ is 1 in T ([`certain_one`]), of
+    /// the last pass, for the draw.
     thresholds: Vec<u64>,
     ones: Vec<u64>,
     /// Backward's workspaces: dθ per group, and S[g] of the weights.
@@ -230,7 +237,6 @@ impl<T: Scalar> ConcreteDropout<T> {
             keep: Vec::new(),
             inv_keep: Vec::new(),
             decay: Vec::new(),
-            theta: Vec::new(),
             thresholds: Vec::new(),
             ones: Vec::new(),
             grad: Vec::new(),
@@ -244,21 +250,8 @@ impl<T: Scalar> ConcreteDropout<T> {
         &self.bits
     }
 
-    pub fn temperature(&self) -> f64 {
-        self.temperature
-    }
-
     pub fn set_regularizer(&mut self, regularizer: ConcreteRegularizer) {
         self.regularizer = regularizer;
-    }
-
-    pub fn regularizer(&self) -> ConcreteRegularizer {
-        self.regularizer
-    }
-
-    /// The number of groups (units of a vector, channels of a map) that each have a keep.
-    pub fn groups(&self) -> usize {
-        self.groups
     }
 
     /// The current keep probability of each group, σ(θ).
@@ -271,12 +264,7 @@ impl<T: Scalar> ConcreteDropout<T> {
     /// σ(θ) per group into `keep` (its allocation reused).
     fn keep_into(&self, keep: &mut Vec<f64>) {
         keep.clear();
-        keep.extend((0..self.groups).map(|g| sigmoid(self.theta(g))));
-    }
-
-    /// θ of group g.
-    fn theta(&self, g: usize) -> f64 {
-        self.logit[if self.logit.len() == 1 { 0 } else { g }].to_f64()
+        keep.extend((0..self.groups).map(|g| sigmoid(theta(&self.logit, g))));
     }
 
     /// The forward pass: relaxed bits in training (`stream` Mask), hard Bernoulli bits at the
@@ -334,15 +322,12 @@ impl<T: Scalar> ConcreteDropout<T> {
         self.bits.ensure_shape(rows, groups);
         let philox_key = key(draw.seed);
         let (t, hard) = (self.temperature, self.last == Pass::Bernoulli);
-        let mut theta = std::mem::take(&mut self.theta);
-        theta.clear();
-        theta.extend((0..groups).map(|g| self.theta(g)));
-        self.theta = theta;
+        let logit = &self.logit[..];
         self.thresholds.clear();
         self.thresholds.extend(self.keep.iter().map(|&q| super::threshold(q)));
         self.ones.clear();
-        self.ones.extend(self.theta.iter().map(|&th| certain_one::<T>(th, t)));
-        let (theta, thresholds, ones) = (&self.theta, &self.thresholds, &self.ones);
+        self.ones.extend((0..groups).map(|g| certain_one::<T>(theta(logit, g), t)));
+        let (thresholds, ones) = (&self.thresholds, &self.ones);
         self.bits.as_mut_slice().par_chunks_mut(groups).enumerate().with_min_len(MIN_ROWS_PER_TASK).for_each(
             |(i, row)| {
                 let r = draw.first_row.wrapping_add(i as u32);
@@ -360,7 +345,7 @@ impl<T: Scalar> ConcreteDropout<T> {
                             // the rule's value, without its logarithm and exponential
                             T::ONE
                         } else {
-                            T::from_f64(relaxed_bit(theta[g], t, words[lane]))
+                            T::from_f64(relaxed_bit(theta(logit, g), t, words[lane]))
                         };
                     }
                 }
@@ -431,7 +416,7 @@ impl<T: Scalar> ConcreteDropout<T> {
         column_squares(w, self.groups, &mut self.squares);
         for (g, v) in grad.iter_mut().enumerate() {
             let q = self.keep[g];
-            *v += -cw * self.squares[g] * (1.0 - q) / q + ce * self.theta(g) * q * (1.0 - q);
+            *v += -cw * self.squares[g] * (1.0 - q) / q + ce * theta(&self.logit, g) * q * (1.0 - q);
         }
     }
 

@@ -107,7 +107,7 @@ pub struct Conv2d<T: Scalar> {
     pub noise: Option<Noise<T>>,
     pub geometry: Geometry,
     x_tilde: Matrix<T>,
-    /// dx_tilde under concrete dropout, whose backward needs x_tilde as well.
+    /// dx_tilde under concrete dropout when dx is not asked for (its keep gradient needs it).
     dx_tilde: Matrix<T>,
     /// The (noised) input of the last forward pass, zero-padded: [N, (H+2P)·(W+2P)·Cin].
     padded: Vec<T>,
@@ -316,7 +316,7 @@ impl<T: Scalar> Conv2d<T> {
     /// dx (C6, C7): the flipped filters over the dilated and padded output gradient, then the
     /// input noise's backward (for concrete dropout also its keep gradient, N6). `dx` may be
     /// `None` only under concrete dropout.
-    fn input_gradient(&mut self, n: usize, mut dx: Option<&mut Matrix<T>>) {
+    fn input_gradient(&mut self, n: usize, dx: Option<&mut Matrix<T>>) {
         let g = self.geometry;
         let q = g.kernel - 1;
         let (hq, wq) = (g.h + q, g.w + q);
@@ -329,41 +329,29 @@ impl<T: Scalar> Conv2d<T> {
             let (kh, kw, co) = (t / (k * g.cout), t / g.cout % k, t % g.cout);
             weight.get(co, ((k - 1 - kh) * k + (k - 1 - kw)) * cin + ci)
         });
-        let positions = g.h * g.w;
         let concrete = self.noise.as_ref().is_some_and(|n| n.concrete().is_some());
-        let target = match (&self.noise, concrete) {
-            (_, true) => &mut self.dx_tilde,
-            (Some(_), false) => &mut self.x_tilde,
-            (None, _) => dx.as_deref_mut().expect("an input gradient without noise is asked for"),
+        let wants_dx = dx.is_some();
+        let product = |target: &mut Matrix<T>| {
+            flipped_product(&g, n, &self.dz_dilated, &self.taps_flipped, &self.packed_flipped, target)
         };
-        target.ensure_shape(n * positions, cin);
-        let window = |m: usize| (((m / positions * hq + m % positions / g.w) * wq + m % g.w) * g.cout) as isize;
-        let epilogue = |_: Range<usize>, _: &mut [T]| {};
-        // SAFETY: every window lies inside `dz_dilated`, sized for these rows.
-        unsafe {
-            rows_product(
-                target.as_mut_slice(),
-                cin,
-                n * positions,
-                &self.dz_dilated,
-                &window,
-                &self.taps_flipped,
-                &self.packed_flipped,
-                &epilogue,
-            )
-        };
-        target.reshape(n, positions * cin).expect("the same values");
-        match (self.noise.as_mut(), dx) {
-            (Some(noise), dx) if concrete => {
+        match self.noise.as_mut() {
+            // concrete dropout's backward reads x_tilde too: dx_tilde goes into dx, or into a
+            // buffer of its own when dx is not asked for
+            Some(noise) if concrete => {
+                let target = match dx {
+                    Some(dx) => dx,
+                    None => &mut self.dx_tilde,
+                };
+                product(target);
                 let c = noise.concrete_mut().expect("concrete dropout");
-                c.backward_in_place(&mut self.dx_tilde, &self.x_tilde, &self.weight, dx.is_some());
-                if let Some(dx) = dx {
-                    dx.ensure_shape(n, positions * cin);
-                    dx.as_mut_slice().copy_from_slice(self.dx_tilde.as_slice());
-                }
+                c.backward_in_place(target, &self.x_tilde, &self.weight, wants_dx);
             }
-            (Some(noise), Some(dx)) => noise.backward(&self.x_tilde, dx),
-            _ => {}
+            // the other noises: dx_tilde into x_tilde's buffer, then the noise's backward
+            Some(noise) => {
+                product(&mut self.x_tilde);
+                noise.backward(&self.x_tilde, dx.expect("an input gradient is asked for"));
+            }
+            None => product(dx.expect("an input gradient without noise is asked for")),
         }
     }
 
@@ -394,6 +382,27 @@ impl<T: Scalar> Conv2d<T> {
             }
         });
     }
+}
+
+/// `dx_tilde` (C6) into `target`, [N, H·W·Cin]: the flipped filters over the dilated and padded
+/// output gradient, read through their taps.
+fn flipped_product<T: Scalar>(
+    g: &Geometry,
+    n: usize,
+    dz_dilated: &[T],
+    taps: &[isize],
+    packed: &PackedB<T>,
+    target: &mut Matrix<T>,
+) {
+    let q = g.kernel - 1;
+    let (hq, wq) = (g.h + q, g.w + q);
+    let positions = g.h * g.w;
+    target.ensure_shape(n * positions, g.cin);
+    let window = |m: usize| (((m / positions * hq + m % positions / g.w) * wq + m % g.w) * g.cout) as isize;
+    let epilogue = |_: Range<usize>, _: &mut [T]| {};
+    // SAFETY: every window lies inside `dz_dilated`, sized for these rows.
+    unsafe { rows_product(target.as_mut_slice(), g.cin, n * positions, dz_dilated, &window, taps, packed, &epilogue) };
+    target.reshape(n, positions * g.cin).expect("the same values");
 }
 
 /// Offsets of filter tap (kh, kw, c) in a window of a channels-last map `width` wide with
