@@ -161,16 +161,21 @@ fn every_documented_gaussian_vector_matches_and_a_network_draws_it() {
             (r[4].parse().unwrap(), r[5].parse().unwrap(), r[6].parse().unwrap());
         let n = gaussian_normal(&draw, row, column);
         assert_eq!(n, r[7].parse::<f64>().unwrap(), "n of {r:?}");
-        let factor = (1.0 + ((1.0 - keep) / keep).sqrt() * n) as f32;
-        assert_eq!(factor.to_bits(), u32::from_str_radix(&r[8], 16).unwrap(), "ε of {r:?}");
+        let factor = 1.0 + ((1.0 - keep) / keep).sqrt() * n;
+        assert_eq!(factor, r[8].parse::<f64>().unwrap(), "ε (f64) of {r:?}");
+        assert_eq!((factor as f32).to_bits(), u32::from_str_radix(&r[9], 16).unwrap(), "ε (f32) of {r:?}");
     }
-    // the seed-42 row (layer 1, step 7, row 5, column 783, keep 0.8) in a network's second noise
+    // the seed-42 row (layer 1, step 7, row 5, column 783, keep 0.8) in a network's second noise,
+    // in an f32 network (rounded once) and an f64 one (the double kept)
     let stack = Stack::parse("784,keep0.9,dense784,relu,gaussian0.8,dense3", Scaling::Inverted).unwrap();
-    let mut net = Network::<f32>::new(&Architecture::new(stack), 42).unwrap();
-    net.forward(&Matrix::from_fn(6, 784, |_, _| 1.0), Mode::Train { step: 7 }).unwrap();
     let r = rows.iter().find(|r| r[0] == "42" && r[1] == "mask").unwrap();
+    let mut net = Network::<f32>::new(&Architecture::new(stack.clone()), 42).unwrap();
+    net.forward(&Matrix::from_fn(6, 784, |_, _| 1.0), Mode::Train { step: 7 }).unwrap();
     let factor = net.noises()[1].gaussian().unwrap().factors().get(5, 783);
-    assert_eq!(factor.to_bits(), u32::from_str_radix(&r[8], 16).unwrap());
+    assert_eq!(factor.to_bits(), u32::from_str_radix(&r[9], 16).unwrap());
+    let mut net = Network::<f64>::new(&Architecture::new(stack), 42).unwrap();
+    net.forward(&Matrix::from_fn(6, 784, |_, _| 1.0), Mode::Train { step: 7 }).unwrap();
+    assert_eq!(net.noises()[1].gaussian().unwrap().factors().get(5, 783), r[8].parse::<f64>().unwrap());
 }
 
 #[test]
@@ -211,4 +216,33 @@ fn every_documented_concrete_vector_matches_and_a_network_draws_it() {
         let expected = if mask_bit(&draw, 4, k, keep) { a * (1.0 / keep) as f32 } else { 0.0 };
         assert_eq!(dense.a_tilde().get(4, k as usize), expected, "unit {k}");
     }
+}
+
+#[test]
+fn every_documented_f64_concrete_vector_matches_and_an_f64_network_draws_it() {
+    let rows = table("concrete-f64");
+    assert!(rows.len() >= 8, "the table was not found or is short");
+    for r in &rows {
+        let draw = MaskDraw {
+            seed: r[0].parse().unwrap(),
+            stream: Stream::Mask,
+            layer: r[1].parse().unwrap(),
+            step: r[2].parse().unwrap(),
+            first_row: 0,
+        };
+        let (row, column, keep): (u32, u32, f64) =
+            (r[3].parse().unwrap(), r[4].parse().unwrap(), r[5].parse().unwrap());
+        assert_eq!(logit(keep), r[6].parse::<f64>().unwrap(), "θ of {r:?}");
+        let z = relaxed_bit(logit(keep), r[7].parse().unwrap(), mask_word(&draw, row, column));
+        assert_eq!(z, r[8].parse::<f64>().unwrap(), "z̃ of {r:?}");
+    }
+    // the seed-42 row in an f64 network's second noise: θ the double logit, z̃ unrounded
+    let stack = Stack::parse("784,keep0.9,dense784,concrete0.9,dense3", Scaling::Inverted).unwrap();
+    let mut net = Network::<f64>::new(&Architecture::new(stack), 42).unwrap();
+    let x = Matrix::from_fn(6, 784, |i, k| 1.0 + (i * 784 + k) as f64 * 1e-4);
+    net.forward(&x, Mode::Train { step: 7 }).unwrap();
+    let concrete = net.noises()[1].concrete().unwrap();
+    let r = rows.iter().find(|r| r[0] == "42" && r[1] == "1").unwrap();
+    assert_eq!(concrete.logit[0], r[6].parse::<f64>().unwrap());
+    assert_eq!(concrete.bits().get(5, 783), r[8].parse::<f64>().unwrap());
 }
