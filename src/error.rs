@@ -34,6 +34,10 @@ pub enum Error {
     #[error("cannot {action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 
+    /// A validation split as large as the training data (from `--val`, or a saved training state).
+    #[error("a validation split of {val} examples leaves no training examples ({} has {examples})", origin.display())]
+    ValidationSplit { val: usize, origin: PathBuf, examples: usize },
+
     /// Memory for something a file or flag asks for could not be reserved.
     #[error("not enough memory for {what} ({bytes} bytes)")]
     OutOfMemory { what: String, bytes: usize },
@@ -77,6 +81,18 @@ pub fn escape_control(text: &str) -> String {
     out
 }
 
+/// At most this many characters of a user's text are quoted in a message by default: enough to
+/// recognise an `--arch` or a schedule, not megabytes of a forged recipe.
+pub const QUOTE_CHARS: usize = 80;
+
+/// `text` cut to its first `max_chars` characters and an ellipsis, for quoting in a message.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}… ({} characters)", &text[..end], text.chars().count()),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +100,11 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(escape_control("a\u{1b}[31mb\nc\u{9b}d é"), "a\\u{1b}[31mb\\u{a}c\\u{9b}d é");
+    }
+
+    #[test]
+    fn long_text_is_shortened_to_whole_characters() {
+        assert_eq!(shorten("éééé", 4), "éééé");
+        assert_eq!(shorten("ééééé", 4), "éééé… (5 characters)");
     }
 }

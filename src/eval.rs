@@ -19,7 +19,12 @@ const EVAL_VALUES: usize = 1 << 23;
 
 /// Examples per evaluation pass of `net`: [`EVAL_BATCH`], fewer when a layer is wide.
 pub fn eval_batch(net: &Network<f32>) -> usize {
-    let widest = net.plans().iter().map(|p| p.input.units().max(p.output.units())).max().unwrap_or(1);
+    eval_rows(net.plans())
+}
+
+/// Examples per evaluation pass of a network of `plans` (see [`eval_batch`]).
+pub fn eval_rows(plans: &[crate::layer::Plan]) -> usize {
+    let widest = plans.iter().map(|p| p.input.units().max(p.output.units())).max().unwrap_or(1);
     (EVAL_VALUES / widest.max(1)).clamp(1, EVAL_BATCH)
 }
 
@@ -44,10 +49,26 @@ pub(crate) fn for_each_pass(
         }
         for t in 0..mc.unwrap_or(1).max(1) {
             let mode = if mc.is_some() { Mode::McSample { sample: t, first_row: start as u32 } } else { Mode::Eval };
-            each(start, net.forward(&batch, mode)?);
+            net.forward(&batch, mode)?;
+            check_finite(net, start)?;
+            each(start, net.output());
         }
     }
     Ok(())
+}
+
+/// An error when the output of the last pass (examples from `start` on) is not finite, naming
+/// the example and the first layer that produced a value that is not: a prediction of NaN is no
+/// prediction (forged or diverged weights, a keep that underflowed).
+fn check_finite(net: &Network<f32>, start: usize) -> Result<()> {
+    let out = net.output();
+    let Some(at) = out.as_slice().iter().position(|v| !v.is_finite()) else { return Ok(()) };
+    let example = start + at / out.cols().max(1);
+    let layer = net.first_non_finite_output().unwrap_or_else(|| "the last one".into());
+    Err(crate::Error::Config(format!(
+        "the network's output for example {example} is not finite: the first layer to produce a value that is not is \
+         {layer} (the weights are damaged or diverged)"
+    )))
 }
 
 /// Index of the largest value.
@@ -100,7 +121,9 @@ pub fn evaluate(net: &mut Network<f32>, data: &Dataset, loss: Loss) -> Result<(f
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(eval_batch(net)) {
         data.gather(chunk, &mut batch);
-        let out = net.forward(&batch.x, Mode::Eval)?;
+        net.forward(&batch.x, Mode::Eval)?;
+        check_finite(net, chunk[0])?;
+        let out = net.output();
         let labels = &batch.labels;
         wrong += (0..out.rows()).filter(|&i| argmax(out.row(i)) != labels[i]).count();
         total_loss += loss_on_labels(loss, net.output(), labels, &mut hot, &mut grad)? * chunk.len() as f64;

@@ -13,6 +13,7 @@ pub mod gradcheck;
 pub mod layer;
 pub mod limits;
 pub mod loss;
+pub mod memory;
 pub mod model_file;
 pub mod network;
 pub mod optim;

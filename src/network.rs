@@ -23,6 +23,10 @@ pub enum Init {
     He,
     /// N(0, 2/(fan_in + fan_out)) (Glorot & Bengio 2010).
     Glorot,
+    /// U(−√(6/(fan_in + fan_out)), +√(6/(fan_in + fan_out))), Glorot & Bengio's own uniform form
+    /// (Keras's default, which the published UCI runs used).
+    #[serde(rename = "glorot-uniform")]
+    GlorotUniform,
     /// N(0, 1/fan_in) (LeCun et al. 1998), which SELU's self-normalisation assumes.
     Lecun,
     /// N(0, σ²) with the given σ.
@@ -49,13 +53,44 @@ impl Init {
         first.map_or(Init::He, Init::for_activation)
     }
 
+    /// One initial weight: `σ·n` for a normal draw n, or `limit·(2u − 1)` for the uniform form.
+    fn draw(self, fan_in: usize, fan_out: usize, rng: &mut StreamRng) -> f64 {
+        match self {
+            Init::GlorotUniform => (6.0 / (fan_in + fan_out) as f64).sqrt() * (2.0 * rng.uniform() - 1.0),
+            _ => self.sigma(fan_in, fan_out) * rng.normal(),
+        }
+    }
+
     fn sigma(self, fan_in: usize, fan_out: usize) -> f64 {
         match self {
             Init::He => (2.0 / fan_in as f64).sqrt(),
-            Init::Glorot => (2.0 / (fan_in + fan_out) as f64).sqrt(),
+            Init::Glorot | Init::GlorotUniform => (2.0 / (fan_in + fan_out) as f64).sqrt(),
             Init::Lecun => (1.0 / fan_in as f64).sqrt(),
             Init::Normal(sigma) => sigma,
         }
+    }
+}
+
+/// `he`, `glorot`, `glorot-uniform`, `lecun`, or a positive σ for N(0, σ²) (`--init`).
+impl std::str::FromStr for Init {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        Ok(match text {
+            "he" => Init::He,
+            "glorot" => Init::Glorot,
+            "glorot-uniform" => Init::GlorotUniform,
+            "lecun" => Init::Lecun,
+            sigma => match sigma.parse::<f64>() {
+                Ok(s) if s > 0.0 && s.is_finite() => Init::Normal(s),
+                _ => {
+                    return Err(format!(
+                        "'{}': expected he, glorot, glorot-uniform, lecun or a positive σ",
+                        crate::error::shorten(text, crate::error::QUOTE_CHARS)
+                    ))
+                }
+            },
+        })
     }
 }
 
@@ -135,11 +170,13 @@ impl<T: Scalar> Network<T> {
         for p in &plans {
             let noise = p.noise.as_ref().map(|(spec, ordinal, on)| Noise::new(spec, *on, *ordinal)).transpose()?;
             let mut weights = |rows: usize, cols: usize, fan_in: usize, fan_out: usize| -> Result<Matrix<T>> {
-                let sigma = arch.init.sigma(fan_in, fan_out);
                 let mut rng = StreamRng::new(seed, Stream::Init, param_layer, 0);
                 param_layer += 1;
                 let mut weight = Matrix::try_zeros(rows, cols)?;
-                weight.as_mut_slice().iter_mut().for_each(|w| *w = T::from_f64(sigma * rng.normal()));
+                weight
+                    .as_mut_slice()
+                    .iter_mut()
+                    .for_each(|w| *w = T::from_f64(arch.init.draw(fan_in, fan_out, &mut rng)));
                 Ok(weight)
             };
             layers.push(match &p.kind {
@@ -223,6 +260,24 @@ impl<T: Scalar> Network<T> {
     /// The noise of the stack, in the order of its tokens.
     pub fn noises(&self) -> Vec<&Noise<T>> {
         self.layers.iter().filter_map(Layer::noise).collect()
+    }
+
+    /// The first layer whose last output holds a value that is not finite, as the network's
+    /// summary names it (`modules 1-2 (dense100,relu)`), with that value; `None` when all are.
+    pub fn first_non_finite_output(&self) -> Option<String> {
+        for (p, layer) in self.plans.iter().zip(&self.layers) {
+            if let Some(v) = layer.output().as_slice().iter().find(|v| !v.to_f64().is_finite()) {
+                let tokens: Vec<String> = self.stack.tokens[p.modules.clone()].iter().map(Token::text).collect();
+                let last = p.modules.end.saturating_sub(1);
+                return Some(format!(
+                    "modules {}-{last} ({}), which output {}",
+                    p.modules.start,
+                    tokens.join(","),
+                    v.to_f64()
+                ));
+            }
+        }
+        None
     }
 
     /// The output of the last forward pass.
@@ -528,5 +583,24 @@ mod tests {
         let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
         assert_eq!(names, ["0.weight", "0.bias", "4.weight", "4.bias", "8.weight", "8.bias"]);
         assert_eq!(net.noises().len(), 2);
+    }
+
+    #[test]
+    fn glorot_uniform_weights_fill_their_interval_with_its_variance() {
+        // 300 → 200: limit a = √(6/500) = 0.1095; U(−a, a) has variance a²/3 = 0.004 (the normal
+        // form's 2/500 too). X² of a uniform X has variance 4a⁴/45, so the mean of 60,000 squares
+        // has standard error √(4a⁴/45/60000) ≈ 1.5e-5: within 4 of them
+        let stack = Stack::parse("300,dense200", Scaling::Inverted).unwrap();
+        let net = Network::<f64>::new(&Architecture { stack, init: Init::GlorotUniform }, 5).unwrap();
+        let Layer::Dense(d) = &net.layers()[0] else { panic!("a dense layer") };
+        let w = d.weight.as_slice();
+        let limit = (6.0f64 / 500.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= limit), "a weight outside ±{limit}");
+        assert!(w.iter().any(|v| v.abs() > 0.99 * limit), "the interval's ends are reached");
+        let var = w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64;
+        let se = (4.0 * limit.powi(4) / 45.0 / w.len() as f64).sqrt();
+        assert!((var - limit * limit / 3.0).abs() < 4.0 * se, "variance {var}");
+        assert_eq!("glorot-uniform".parse::<Init>(), Ok(Init::GlorotUniform));
+        assert!("glorot-normal".parse::<Init>().unwrap_err().contains("glorot-uniform"));
     }
 }

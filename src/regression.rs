@@ -45,7 +45,7 @@ impl<'a> Outputs<'a> {
         Ok(Self { loss, targets, scale })
     }
 
-    fn heteroscedastic(&self) -> bool {
+    pub fn heteroscedastic(&self) -> bool {
         self.loss == Loss::GaussianNll
     }
 
@@ -109,6 +109,9 @@ pub struct Predictive {
     /// R4: the mean test log-likelihood per example for each observation precision asked for
     /// (homoscedastic), or the one value of a heteroscedastic model; empty without targets.
     pub log_likelihood: Vec<f64>,
+    /// R4 per example: the log of its Monte-Carlo mixture density, `n × candidates` (row-major,
+    /// one per precision asked for, or one); empty without targets.
+    pub example_log_likelihood: Vec<f64>,
 }
 
 impl Predictive {
@@ -246,6 +249,7 @@ fn finish(state: &[f64], stride: usize, n: usize, samples: u32, outputs: Outputs
         sample_var: Vec::with_capacity(n * targets),
         predicted_var: Vec::new(),
         log_likelihood: vec![0.0; candidates],
+        example_log_likelihood: Vec::with_capacity(n * candidates),
     };
     for s in state.chunks(stride.max(1)).take(n) {
         for d in 0..targets {
@@ -259,7 +263,9 @@ fn finish(state: &[f64], stride: usize, n: usize, samples: u32, outputs: Outputs
         // R4: logsumexp_t(l_t) − ln T, the log of the mean of the samples' densities
         for (g, ll) in p.log_likelihood.iter_mut().enumerate() {
             let (max, sum) = (s[3 * targets + 2 * g], s[3 * targets + 2 * g + 1]);
-            *ll += (max + sum.ln() - t.ln()) / n as f64;
+            let example = max + sum.ln() - t.ln();
+            p.example_log_likelihood.push(example);
+            *ll += example / n as f64;
         }
     }
     p

@@ -17,7 +17,7 @@
 
 use crate::activation::Activation;
 use crate::dropout::Scaling;
-use crate::error::{Error, Result};
+use crate::error::{shorten, Error, Result, QUOTE_CHARS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -197,7 +197,7 @@ impl Token {
 
     /// Parse one token (not the input).
     pub fn parse(text: &str, scaling: Scaling) -> Result<Self> {
-        let bad = |why: &str| Error::Config(format!("token '{text}': {why}"));
+        let bad = |why: &str| Error::Config(format!("token '{}': {why}", shorten(text, QUOTE_CHARS)));
         let number = |digits: &str| digits.parse::<usize>().ok().filter(|&n| n > 0);
         if let Some(rest) = text.strip_prefix("dense") {
             return number(rest).map(|units| Token::Dense { units }).ok_or_else(|| bad("expected denseN, N ≥ 1"));
@@ -289,8 +289,12 @@ impl Stack {
     pub fn parse(text: &str, scaling: Scaling) -> Result<Self> {
         let mut parts = text.split(',').map(str::trim);
         let input_text = parts.next().unwrap_or("");
-        let input = parse_input(input_text)
-            .ok_or_else(|| Error::Config(format!("'{text}': the first token must be the input, 784 or 1x28x28")))?;
+        let input = parse_input(input_text).ok_or_else(|| {
+            Error::Config(format!(
+                "'{}': the first token must be the input, 784 or 1x28x28",
+                shorten(text, QUOTE_CHARS)
+            ))
+        })?;
         let tokens = parts.map(|t| Token::parse(t, scaling)).collect::<Result<Vec<_>>>()?;
         Ok(Self { input, tokens })
     }

@@ -326,6 +326,22 @@ pub fn first_non_finite(net: &Network<f32>, opt: &Optimizer) -> Option<String> {
     None
 }
 
+/// A network whose input is a feature map reads IDX images of the height and width the file
+/// declares, one channel: the same number of values in another shape would train on scrambled
+/// images.
+fn check_image_shape(net: &Network<f32>, image: Option<(usize, usize)>) -> Result<()> {
+    match (image, net.stack().input) {
+        (Some((height, width)), crate::stack::Shape::Map { c, h, w }) if (c, h, w) != (1, height, width) => {
+            Err(Error::Config(format!(
+                "the IDX images are {height}x{width} with one channel, but the network's input is {c}x{h}x{w}: \
+                 give --arch 1x{height}x{width},... (or {} for a vector)",
+                height * width
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks that `net`, `data` and `state` can train together, before any step.
 fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState) -> Result<usize> {
     loss.check_output_activation(net.output_activation())?;
@@ -354,12 +370,12 @@ fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState
         Targets::Labels(_) => {}
     }
     if state.batch == 0 || state.batch > MAX_BATCH {
-        return Err(Error::Config(format!("--batch {}: the batch size must be in 1..={MAX_BATCH}", state.batch)));
+        return Err(Error::Config(format!("batch size {}: it must be in 1..={MAX_BATCH}", state.batch)));
     }
     let widest = net.values_per_example();
     if state.batch.saturating_mul(widest) > MAX_TENSOR_ELEMENTS {
         return Err(Error::Config(format!(
-            "--batch {}: a layer that needs {widest} values per example would need more than {MAX_TENSOR_ELEMENTS} for the batch",
+            "a batch of {} examples: a layer that needs {widest} values per example would need more than {MAX_TENSOR_ELEMENTS} for it",
             state.batch
         )));
     }
@@ -404,12 +420,13 @@ pub fn train(
 ) -> Result<Stop> {
     let train = &splits.train;
     let total_steps = check_run(net, loss, train, state)?;
+    check_image_shape(net, splits.image)?;
     let params = net.params();
     opt.fit_slots(params.iter().map(|p| (p.name.as_str(), p.value.len())))?;
     let variances: Option<Vec<f64>> =
         splits.target_standardization.as_ref().map(|s| s.std.iter().map(|&d| (d as f64).powi(2)).collect());
     let prior = state.concrete.unwrap_or_default();
-    net.set_concrete_regularizer(prior.regularizer(train.len(), variances.as_deref()));
+    net.set_concrete_regularizer(prior.regularizer(train.len(), loss, net.outputs(), variances.as_deref()));
     if patience_reached(state) {
         return Ok(Stop::EarlyStopped);
     }

@@ -4,10 +4,11 @@
 //!
 //! Per split: for every (keep, τ) of the grid, train on the first 80% of the split's training
 //! indices and score the Monte-Carlo log-likelihood on the last 20%; retrain the best pair on the
-//! whole training part and test it. The network is `D,keepK,denseH,relu,keepK,dense1` with Glorot
-//! initialisation, Adam (lr 1e-3, β 0.9/0.999, ε 1e-8), batch 128, mean squared error on the
-//! standardised target and weight decay λ = 2·reg, `reg = l²·keep / (2·N·τ)` (math.md R6).
-//! Every training is independent: they run in parallel, each on one thread.
+//! whole training part and test it. The network is `D,keepK,denseH,relu,keepK,dense1` with
+//! Glorot-uniform initialisation and Adam as the published runs had them (Keras 2.2's: lr 1e-3,
+//! β 0.9/0.999, ε 1e-7 in the keras form), batch 128, mean squared error on the standardised
+//! target and weight decay λ = 2·reg, `reg = l²·keep / (2·N·τ)` (math.md R6). Every training is
+//! independent: they run on `threads` long-lived workers, each training serially.
 
 use crate::data::{self, Dataset, LoadOptions};
 use crate::error::{file_error, Error, Result};
@@ -15,13 +16,12 @@ use crate::files::read_text_bounded;
 use crate::limits::{MAX_LAYER_UNITS, MAX_TENSOR_ELEMENTS};
 use crate::loss::Loss;
 use crate::network::{Architecture, Init, Network};
-use crate::optim::{Method, OptimConfig, Optimizer};
+use crate::optim::{AdamForm, Method, OptimConfig, Optimizer};
 use crate::regression::{self, Outputs};
 use crate::stack::Stack;
 use crate::tensor::Matrix;
 use crate::train::{self, EpochReport, Observer, Stop, TrainState};
 use crate::Scaling;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::path::Path;
 
@@ -46,6 +46,9 @@ pub struct UciData {
     /// Hidden units (`n_hidden.txt`).
     pub hidden: usize,
 }
+
+/// The protocol's batch size.
+const BATCH: usize = 128;
 
 /// How the protocol is run.
 #[derive(Clone, Debug)]
@@ -114,6 +117,30 @@ fn read_count(path: &Path, max: usize) -> Result<usize> {
     }
 }
 
+/// A split's test rows are not training rows, and neither file names a row twice: a test score
+/// of rows the network was trained on is no test.
+fn check_disjoint(train: &Path, test: &Path, train_idx: &[usize], test_idx: &[usize], rows: usize) -> Result<()> {
+    let mut seen = vec![0u8; rows];
+    for (path, indices, mark) in [(train, train_idx, 1u8), (test, test_idx, 2u8)] {
+        for &i in indices {
+            match seen[i] {
+                0 => seen[i] = mark,
+                m if m == mark => return Err(file_error(path, format!("row {i} is listed twice"))),
+                _ => {
+                    return Err(file_error(
+                        path,
+                        format!(
+                            "row {i} is also a training row (in {}): a split's test rows must be new",
+                            train.display()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl UciData {
     /// Read the folder `dir` (see ../README of the layout: `data.txt`, `index_features.txt`,
     /// `index_target.txt`, `index_train_S.txt`, `index_test_S.txt`, `n_splits.txt`, `n_hidden.txt`,
@@ -152,6 +179,7 @@ impl UciData {
                 if train_idx.len() < 5 || test_idx.is_empty() {
                     return Err(file_error(&train, "a split needs at least 5 training and 1 test example"));
                 }
+                check_disjoint(&train, &test, &train_idx, &test_idx, n)?;
                 Ok((train_idx, test_idx))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -246,13 +274,20 @@ fn train_on(data: &UciData, indices: &[usize], keep: f64, tau: f64, p: &Protocol
     let splits = data::split(Path::new(&data.name), data.examples.subset(indices), None, vec!["y".into()], options)?;
     let text = format!("{},keep{keep},dense{},relu,keep{keep},dense1", data.examples.features(), data.hidden);
     let stack = Stack::parse(&text, Scaling::Inverted)?;
-    let mut net = Network::new(&Architecture { stack, init: Init::Glorot }, seed)?;
+    let mut net = Network::new(&Architecture { stack, init: Init::GlorotUniform }, seed)?;
     // R6: reg·Σw² in the loss is λ·w in the gradient with λ = 2·reg = l²·keep / (N·τ)
     let n = indices.len() as f64;
     let weight_decay = p.lengthscale * p.lengthscale * keep / (n * tau);
-    let config = OptimConfig { method: Method::Adam, lr: 1e-3, weight_decay, ..OptimConfig::default() };
+    let config = OptimConfig {
+        method: Method::Adam,
+        lr: 1e-3,
+        eps: 1e-7,
+        adam_form: AdamForm::Keras,
+        weight_decay,
+        ..OptimConfig::default()
+    };
     let mut opt = Optimizer::new(config.clone())?;
-    let mut state = TrainState::new(128, 0, true, None, config);
+    let mut state = TrainState::new(BATCH, 0, true, None, config);
     state.standardize_targets = true;
     match train::train(&mut net, &mut opt, Loss::MeanSquaredError, &splits, p.epochs, &mut state, &mut Quiet)? {
         Stop::Finished => {}
@@ -276,14 +311,59 @@ fn score(t: &mut Trained, data: &UciData, indices: &[usize], tau: f64, p: &Proto
     Ok((rmse, mc.rmse(y)[0], mc.log_likelihood[0]))
 }
 
-/// Run `job` alone on one thread: the products of a 50-unit network are far too small to share,
-/// and the protocol's parallelism is across trainings.
-fn on_one_thread<R: Send>(job: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?;
-    pool.install(job)
+/// `jobs` run on `workers` long-lived threads, each of which trains serially (a rayon pool of one
+/// thread: the products of a 50-unit network are far too small to share, and the protocol's
+/// parallelism is across trainings); results in job order. Every job is independent, so the
+/// results do not depend on the number of workers.
+fn on_workers<R: Send>(workers: usize, jobs: usize, job: &(dyn Fn(usize) -> Result<R> + Sync)) -> Result<Vec<R>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R>>>> = (0..jobs).map(|_| std::sync::Mutex::new(None)).collect();
+    let pools = (0..workers.clamp(1, jobs.max(1)))
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Config(format!("cannot start a worker thread: {e}")))?;
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= jobs || failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let outcome = job(i);
+        failed.fetch_or(outcome.is_err(), std::sync::atomic::Ordering::Relaxed);
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    };
+    std::thread::scope(|scope| {
+        for pool in &pools {
+            scope.spawn(|| pool.install(work));
+        }
+    });
+    let mut out = Vec::with_capacity(jobs);
+    for slot in results {
+        if let Some(outcome) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            out.push(outcome?);
+        }
+    }
+    if out.len() != jobs {
+        return Err(Error::Config("a training of the protocol did not finish".into()));
+    }
+    Ok(out)
+}
+
+/// The protocol's batch of 128 on the data's network fits in memory, on every worker at once.
+fn check_memory(data: &UciData) -> Result<()> {
+    let text = format!("{},keep0.5,dense{},relu,keep0.5,dense1", data.examples.features(), data.hidden);
+    let plans = crate::layer::plan(&Stack::parse(&text, Scaling::Inverted)?)?;
+    let one = crate::memory::training(&plans, BATCH, crate::eval::eval_rows(&plans), 1);
+    let workers = rayon::current_num_threads() as u64;
+    let all = crate::memory::Estimate {
+        parameters: one.parameters.saturating_mul(workers),
+        batch: one.batch.saturating_mul(workers),
+        evaluation: one.evaluation.saturating_mul(workers),
+        threads: one.threads.saturating_mul(workers),
+    };
+    let change =
+        format!("n_hidden.txt of {} asks for {} hidden units; give fewer, or fewer --threads", data.name, data.hidden);
+    crate::memory::check(&all, crate::memory::available(), &change)
 }
 
 /// Run the protocol on `data`. `progress` hears each finished training (done, total).
@@ -292,43 +372,35 @@ pub fn run(data: &UciData, p: &Protocol, progress: &(dyn Fn(usize, usize) + Sync
     if splits == 0 || splits > data.splits.len() {
         return Err(Error::Config(format!("--splits {splits}: {} has {} splits", data.name, data.splits.len())));
     }
+    check_memory(data)?;
     let grid: Vec<(f64, f64)> = data.keep.iter().flat_map(|&k| data.taus.iter().map(move |&t| (k, t))).collect();
     let total = splits * (grid.len() + 1);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let tick = || progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total);
+    let workers = rayon::current_num_threads();
     // every (split, grid point): train on the first 80% of the training part, score the rest
-    let jobs: Vec<(usize, usize)> = (0..splits).flat_map(|s| (0..grid.len()).map(move |g| (s, g))).collect();
-    let val_ll = jobs
-        .par_iter()
-        .map(|&(s, g)| {
-            let train_idx = &data.splits[s].0;
-            let cut = (train_idx.len() * 4) / 5;
-            let (keep, tau) = grid[g];
-            let seed = p.seed + (s * 1000 + g) as u64;
-            let ll = on_one_thread(|| {
-                let mut t = train_on(data, &train_idx[..cut], keep, tau, p, seed)?;
-                Ok(score(&mut t, data, &train_idx[cut..], tau, p)?.2)
-            })?;
-            tick();
-            Ok(ll)
-        })
-        .collect::<Result<Vec<f64>>>()?;
-    let per_split = (0..splits)
-        .into_par_iter()
-        .map(|s| {
-            let scores = &val_ll[s * grid.len()..(s + 1) * grid.len()];
-            let best = (0..grid.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).expect("a non-empty grid");
-            let (keep, tau) = grid[best];
-            let (train_idx, test_idx) = &data.splits[s];
-            let seed = p.seed + (s * 1000 + 999) as u64;
-            let (rmse, mc_rmse, test_ll) = on_one_thread(|| {
-                let mut t = train_on(data, train_idx, keep, tau, p, seed)?;
-                score(&mut t, data, test_idx, tau, p)
-            })?;
-            tick();
-            Ok(SplitResult { split: s, keep, tau, val_ll: scores[best], rmse, mc_rmse, test_ll })
-        })
-        .collect::<Result<Vec<SplitResult>>>()?;
+    let val_ll = on_workers(workers, splits * grid.len(), &|job| {
+        let (s, g) = (job / grid.len(), job % grid.len());
+        let train_idx = &data.splits[s].0;
+        let cut = (train_idx.len() * 4) / 5;
+        let (keep, tau) = grid[g];
+        let seed = p.seed + (s * 1000 + g) as u64;
+        let mut t = train_on(data, &train_idx[..cut], keep, tau, p, seed)?;
+        let ll = score(&mut t, data, &train_idx[cut..], tau, p)?.2;
+        tick();
+        Ok(ll)
+    })?;
+    let per_split = on_workers(workers, splits, &|s| {
+        let scores = &val_ll[s * grid.len()..(s + 1) * grid.len()];
+        let best = (0..grid.len()).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).expect("a non-empty grid");
+        let (keep, tau) = grid[best];
+        let (train_idx, test_idx) = &data.splits[s];
+        let seed = p.seed + (s * 1000 + 999) as u64;
+        let mut t = train_on(data, train_idx, keep, tau, p, seed)?;
+        let (rmse, mc_rmse, test_ll) = score(&mut t, data, test_idx, tau, p)?;
+        tick();
+        Ok(SplitResult { split: s, keep, tau, val_ll: scores[best], rmse, mc_rmse, test_ll })
+    })?;
     let column = |f: fn(&SplitResult) -> f64| per_split.iter().map(f).collect::<Vec<f64>>();
     Ok(Table {
         dataset: data.name.clone(),
@@ -340,4 +412,28 @@ pub fn run(data: &UciData, p: &Protocol, progress: &(dyn Fn(usize, usize) + Sync
         rmse: Summary::of(&column(|r| r.rmse)),
         per_split,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_run_in_order_on_as_many_long_lived_threads_as_workers() {
+        let threads = std::sync::Mutex::new(std::collections::HashSet::new());
+        let squares = on_workers(2, 40, &|i| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            Ok(i * i)
+        })
+        .unwrap();
+        assert_eq!(squares, (0..40).map(|i| i * i).collect::<Vec<_>>());
+        // 40 jobs on 2 workers: 2 threads (at most; one can take every job), not one per job
+        let used = threads.lock().unwrap().len();
+        assert!((1..=2).contains(&used), "{used} threads");
+        // inside a job the pool has one thread: the products of a training run serially there
+        assert_eq!(on_workers(2, 3, &|_| Ok(rayon::current_num_threads())).unwrap(), [1, 1, 1]);
+        // the first failure (in job order) is the result
+        let err = on_workers(2, 10, &|i| if i >= 4 { Err(Error::Config(format!("job {i}"))) } else { Ok(i) });
+        assert!(err.unwrap_err().to_string().starts_with("job "));
+    }
 }

@@ -18,7 +18,7 @@ fn mnist_subset(dir: &Path, train: usize, test: usize) -> PathBuf {
     for (prefix, n) in [("train", train), ("t10k", test)] {
         let (_, pixels, images) = read_images(&mnist_dir().join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap();
         let labels = read_labels(&mnist_dir().join(format!("{prefix}-labels-idx1-ubyte.gz"))).unwrap();
-        assert_eq!(pixels, 784);
+        assert_eq!(pixels, (28, 28));
         let images = encode(IMAGES_MAGIC, &[n as u32, 28, 28], &images[..n * 784]);
         std::fs::write(out.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
         std::fs::write(

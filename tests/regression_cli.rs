@@ -149,6 +149,12 @@ fn mse_regression_learns_the_target_and_its_mc_predictive_is_calibrated() {
         .sum::<f64>()
         / rows.len() as f64;
     assert!((0.5..1.5).contains(&z2), "mean z² {z2}");
+    // each example's Monte-Carlo mixture log-likelihood: their mean is eval's test_ll (the same
+    // 50 samples, the same masks), and each one is the log-density of a calibrated example
+    let lls: Vec<f64> = rows.iter().map(|r| r["log_likelihood"].as_f64().unwrap()).collect();
+    let mean_ll = lls.iter().sum::<f64>() / lls.len() as f64;
+    assert!((mean_ll - test_ll).abs() < 1e-9, "mean {mean_ll}, eval {test_ll}");
+    assert!(lls.iter().all(|l| l.is_finite()) && lls.iter().any(|&l| l != lls[0]), "{:?}", &lls[..5]);
 }
 
 #[test]
@@ -362,4 +368,29 @@ fn a_resumed_regression_run_continues_bit_for_bit() {
     for key in ["test_rmse", "val_rmse", "tau", "train_loss"] {
         assert_eq!(resumed[key], straight[key], "{key}: {resumed} against {straight}");
     }
+}
+
+#[test]
+fn uci_test_rows_that_are_training_rows_and_a_network_beyond_memory_are_refused() {
+    let dir = temp_dir("uci_hostile");
+    let set = dir.join("s");
+    std::fs::create_dir(&set).unwrap();
+    write_uci(&set, 50);
+    let run = || dropnet(&dir, &["uci", "s", "--epochs", "1", "--mc", "2"]);
+    // row 4 is a training row of split 1 (every row i with (i + 1) % 10 != 0 is)
+    std::fs::write(set.join("index_test_1.txt"), "9\n4\n").unwrap();
+    assert_fails(&run(), &["index_test_1.txt", "row 4 is also a training row"]);
+    std::fs::write(set.join("index_test_1.txt"), "9\n9\n").unwrap();
+    assert_fails(&run(), &["index_test_1.txt", "row 9 is listed twice"]);
+    std::fs::write(set.join("index_test_1.txt"), "9\n").unwrap();
+    // 16 M hidden units: every tensor is within the limits, the run is not; the error names the
+    // file to change and no flag uci does not have
+    std::fs::write(set.join("n_hidden.txt"), "16777216\n").unwrap();
+    if dropnet::memory::available().is_none() {
+        eprintln!("this system does not say how much memory it has: the memory refusal is not tested here");
+        return;
+    }
+    let out = run();
+    assert_fails(&out, &["n_hidden.txt", "16777216 hidden units", "available"]);
+    assert!(!stderr(&out).contains("--batch"), "{}", stderr(&out));
 }

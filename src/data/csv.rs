@@ -2,7 +2,8 @@
 //! the continuous targets (regression). Parsed by the `csv` crate: quoted fields, CRLF, LF or CR
 //! line ends; a UTF-8 byte-order mark is skipped.
 //!
-//! A first record whose fields are not all numbers is a header. Columns are given by index
+//! A first record whose fields are not all numbers is a header ([`Header::Auto`]); `--header
+//! yes` or `no` says so instead (a header of numbers, like pandas' `0,1,2`). Columns are given by index
 //! (0-based) or, with a header, by name. Blank lines are skipped. No physical line may be longer
 //! than [`MAX_CSV_LINE_BYTES`], and the values of a file may not exceed [`MAX_TENSOR_ELEMENTS`]:
 //! both are found while reading, before memory grows past them.
@@ -12,6 +13,25 @@ use crate::files::{checked_len, open_regular, reserve};
 use crate::limits::{MAX_CSV_BYTES, MAX_CSV_LINE_BYTES, MAX_LAYER_UNITS, MAX_TENSOR_ELEMENTS};
 use std::io::Read;
 use std::path::Path;
+
+/// Whether the first record is a header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Header {
+    /// A header when one of its fields is not a number.
+    #[default]
+    Auto,
+    /// Always a header (its names may be numbers).
+    Yes,
+    /// Never a header: an example, whose fields must be numbers.
+    No,
+}
+
+impl Header {
+    pub fn is_auto(&self) -> bool {
+        *self == Header::Auto
+    }
+}
 
 /// Which columns are not features.
 #[derive(Clone, Copy, Debug)]
@@ -35,13 +55,15 @@ pub struct CsvData {
     pub rows: usize,
     /// The target columns by header name (by index when the file has no header).
     pub target_names: Vec<String>,
+    /// The header's column names, when the file has one.
+    pub header: Option<Vec<String>>,
 }
 
 /// Read `path` (a regular file), taking the label or the targets from `columns`.
-pub fn read(path: &Path, columns: Columns<'_>) -> Result<CsvData> {
+pub fn read(path: &Path, columns: Columns<'_>, header: Header) -> Result<CsvData> {
     let file = open_regular(path)?;
     checked_len(&file, path, MAX_CSV_BYTES)?;
-    parse(std::io::BufReader::new(file), path, columns)
+    parse_with(std::io::BufReader::new(file), path, columns, header)
 }
 
 /// At most this many characters of a field are quoted in a message.
@@ -49,11 +71,7 @@ const EXCERPT: usize = 40;
 
 /// `field`, shortened for a message.
 fn excerpt(field: &str) -> String {
-    if field.chars().count() <= EXCERPT {
-        field.to_string()
-    } else {
-        format!("{}…", field.chars().take(EXCERPT).collect::<String>())
-    }
+    crate::error::shorten(field, EXCERPT)
 }
 
 /// The index of column `name` (a number, or a header name) among `columns` fields.
@@ -123,8 +141,13 @@ fn roles(
     Ok((roles, names))
 }
 
-/// [`read`] from any reader; `origin` names it in messages.
+/// [`read`] from any reader, the header detected; `origin` names it in messages.
 pub fn parse(input: impl Read, origin: &Path, spec: Columns<'_>) -> Result<CsvData> {
+    parse_with(input, origin, spec, Header::Auto)
+}
+
+/// [`read`] from any reader; `origin` names it in messages.
+pub fn parse_with(input: impl Read, origin: &Path, spec: Columns<'_>, header: Header) -> Result<CsvData> {
     let mut reader =
         csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(Lines::new(input));
     let bad = |line: u64, message: String| file_error(origin, format!("line {line}: {message}"));
@@ -136,7 +159,11 @@ pub fn parse(input: impl Read, origin: &Path, spec: Columns<'_>) -> Result<CsvDa
         return Err(file_error(origin, "empty CSV file: no examples"));
     };
     let columns = first.len();
-    let has_header = first.iter().any(|f| f.parse::<f64>().is_err());
+    let has_header = match header {
+        Header::Auto => first.iter().any(|f| f.parse::<f64>().is_err()),
+        Header::Yes => true,
+        Header::No => false,
+    };
     let (roles, target_names) = roles(spec, has_header.then_some(&first), columns, origin)?;
     let target_width = target_names.len();
     let width = columns - roles.iter().filter(|r| **r != Role::Feature).count();
@@ -148,6 +175,7 @@ pub fn parse(input: impl Read, origin: &Path, spec: Columns<'_>) -> Result<CsvDa
         targets: Vec::new(),
         rows: 0,
         target_names,
+        header: has_header.then(|| first.iter().map(str::to_string).collect()),
     };
     let mut row_targets = vec![0.0f32; target_width];
     let body = if has_header { None } else { Some(Ok(first)) };

@@ -25,10 +25,10 @@ pub struct Idx {
     pub bytes: Vec<u8>,
 }
 
-/// Images as `(count, rows·cols, pixels)`.
-pub fn read_images(path: &Path) -> Result<(usize, usize, Vec<u8>)> {
+/// Images as `(count, (rows, cols), pixels)`.
+pub fn read_images(path: &Path) -> Result<(usize, (usize, usize), Vec<u8>)> {
     let idx = read(path, IMAGES_MAGIC, 3, "images")?;
-    Ok((idx.dims[0], idx.dims[1] * idx.dims[2], idx.bytes))
+    Ok((idx.dims[0], (idx.dims[1], idx.dims[2]), idx.bytes))
 }
 
 /// Labels, one byte each.

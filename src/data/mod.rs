@@ -172,6 +172,9 @@ pub enum Source {
         label_col: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_cols: Option<Vec<String>>,
+        /// Whether each file's first record is a header (`--header`).
+        #[serde(default, skip_serializing_if = "csv::Header::is_auto")]
+        header: csv::Header,
     },
 }
 
@@ -216,7 +219,22 @@ impl Source {
             test: test.map(Path::to_path_buf),
             label_col: label_col.unwrap_or("0").to_string(),
             target_cols: target_cols.map(<[String]>::to_vec),
+            header: csv::Header::Auto,
         })
+    }
+
+    /// The same source with `header` (`--header`), which only CSV data has.
+    pub fn with_header(self, given: csv::Header) -> Result<Self> {
+        match self {
+            Source::Csv { train, test, label_col, target_cols, .. } => {
+                Ok(Source::Csv { train, test, label_col, target_cols, header: given })
+            }
+            Source::Idx(dir) if given.is_auto() => Ok(Source::Idx(dir)),
+            Source::Idx(dir) => Err(Error::Config(format!(
+                "--header applies to CSV data, and {} is a folder of IDX files",
+                dir.display()
+            ))),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -247,11 +265,12 @@ impl Source {
         };
         Ok(match self {
             Source::Idx(dir) => Source::Idx(abs(dir)?),
-            Source::Csv { train, test, label_col, target_cols } => Source::Csv {
+            Source::Csv { train, test, label_col, target_cols, header } => Source::Csv {
                 train: abs(train)?,
                 test: test.as_deref().map(abs).transpose()?,
                 label_col: label_col.clone(),
                 target_cols: target_cols.clone(),
+                header: *header,
             },
         })
     }
@@ -271,6 +290,11 @@ pub struct Splits {
     pub target_standardization: Option<Standardization>,
     /// The target columns by name (regression; empty for classification).
     pub target_names: Vec<String>,
+    /// The height and width the IDX images file declares (`None` for CSV data), which a network
+    /// whose input is a feature map must have.
+    pub image: Option<(usize, usize)>,
+    /// Whether the CSV training file had a header (`None` for IDX data).
+    pub csv_header: Option<bool>,
 }
 
 /// How [`load`] prepares the data.
@@ -336,11 +360,22 @@ pub fn discover_in(explicit: Option<&Path>, candidates: &[PathBuf]) -> Result<Pa
 fn find_idx(dir: &Path, prefix: &str, kind: &str) -> Option<PathBuf> {
     let base = dir.join(format!("{prefix}-{kind}"));
     let gz = dir.join(format!("{prefix}-{kind}.gz"));
-    [gz, base].into_iter().find(|p| p.is_file())
+    // any entry: one that is not a regular file (a link to a device, a FIFO) is then refused by
+    // the reader, which says what it is, rather than reported missing
+    [gz, base].into_iter().find(|p| std::fs::symlink_metadata(p).is_ok())
 }
 
-/// One IDX split, pixels scaled to [0, 1].
-fn load_idx(dir: &Path, prefix: &str) -> Result<Option<Dataset>> {
+/// The height and width an IDX images file declares.
+type ImageShape = (usize, usize);
+
+/// One IDX split, pixels scaled to [0, 1], and the images' declared height and width.
+fn load_idx(dir: &Path, prefix: &str) -> Result<Option<(Dataset, ImageShape)>> {
+    if !dir.is_dir() {
+        return Err(file_error(
+            dir,
+            "is not a folder: the IDX data sets (MNIST, Fashion-MNIST) are folders of IDX files",
+        ));
+    }
     let images = find_idx(dir, prefix, "images-idx3-ubyte");
     let labels = find_idx(dir, prefix, "labels-idx1-ubyte");
     let (images, labels) = match (images, labels) {
@@ -349,7 +384,8 @@ fn load_idx(dir: &Path, prefix: &str) -> Result<Option<Dataset>> {
         (None, _) => return Err(file_error(dir, format!("no {prefix}-images-idx3-ubyte[.gz] in this folder"))),
         (_, None) => return Err(file_error(dir, format!("no {prefix}-labels-idx1-ubyte[.gz] in this folder"))),
     };
-    let (count, pixels, bytes) = idx::read_images(&images)?;
+    let (count, (height, width), bytes) = idx::read_images(&images)?;
+    let pixels = height * width;
     let label_bytes = idx::read_labels(&labels)?;
     if label_bytes.len() != count {
         return Err(file_error(
@@ -360,43 +396,88 @@ fn load_idx(dir: &Path, prefix: &str) -> Result<Option<Dataset>> {
     let mut x = Matrix::try_zeros(count, pixels)?;
     x.as_mut_slice().iter_mut().zip(&bytes).for_each(|(v, &b)| *v = b as f32 / 255.0);
     drop(bytes);
-    Dataset::new(x, label_bytes.iter().map(|&l| l as usize).collect(), &images).map(Some)
+    let set = Dataset::new(x, label_bytes.iter().map(|&l| l as usize).collect(), &images)?;
+    Ok(Some((set, (height, width))))
 }
 
-/// A CSV file as a data set (classification with `target_cols` `None`), and its target names.
-fn load_csv(path: &Path, label_col: &str, target_cols: Option<&[String]>) -> Result<(Dataset, Vec<String>)> {
+/// A CSV file as a data set (classification with `target_cols` `None`), its target names and its
+/// header, when it has one.
+fn load_csv(
+    path: &Path,
+    label_col: &str,
+    target_cols: Option<&[String]>,
+    header: csv::Header,
+) -> Result<(Dataset, Vec<String>, Option<Vec<String>>)> {
     let columns = match target_cols {
         Some(cols) => csv::Columns::Targets(cols),
         None => csv::Columns::Label(label_col),
     };
-    let data = csv::read(path, columns)?;
+    let data = csv::read(path, columns, header)?;
     let x = Matrix::from_vec(data.rows, data.width, data.features)?;
     let set = match target_cols {
         Some(_) => Dataset::regression(x, Matrix::from_vec(data.rows, data.target_width, data.targets)?, path)?,
         None => Dataset::new(x, data.labels, path)?,
     };
-    Ok((set, data.target_names))
+    Ok((set, data.target_names, data.header))
+}
+
+/// A test file's columns are the training file's, in the same order: its features are read by
+/// position, so another order would feed the network the wrong feature in each input.
+fn check_same_columns(
+    train: &Path,
+    header: Option<&[String]>,
+    test: &Path,
+    test_header: Option<&[String]>,
+) -> Result<()> {
+    let (Some(header), Some(test_header)) = (header, test_header) else { return Ok(()) };
+    if header == test_header {
+        return Ok(());
+    }
+    let at = header.iter().zip(test_header).position(|(a, b)| a != b).unwrap_or(header.len().min(test_header.len()));
+    let name =
+        |h: &[String]| h.get(at).map_or("nothing".to_string(), |c| format!("'{}'", crate::error::shorten(c, 40)));
+    Err(file_error(
+        test,
+        format!(
+            "column {at} is {}, but in {} it is {}: the test file needs the training file's columns in its order",
+            name(test_header),
+            train.display(),
+            name(header)
+        ),
+    ))
 }
 
 /// Load `source` and prepare it as `options` say (see [`LoadOptions`]). An empty training or test
 /// set is an error naming its file.
 pub fn load(source: &Source, options: LoadOptions) -> Result<Splits> {
+    let (mut image, mut csv_header) = (None, None);
     let (train, test, target_names) = match source {
         Source::Idx(dir) => {
             let train = load_idx(dir, "train")?.ok_or_else(|| file_error(dir, "no training set in this folder"))?;
-            (train, load_idx(dir, "t10k")?, Vec::new())
+            image = Some(train.1);
+            (train.0, load_idx(dir, "t10k")?.map(|t| t.0), Vec::new())
         }
-        Source::Csv { train, test, label_col, target_cols } => {
-            let (train, names) = load_csv(train, label_col, target_cols.as_deref())?;
-            let test = test.as_deref().map(|t| load_csv(t, label_col, target_cols.as_deref())).transpose()?;
-            (train, test.map(|t| t.0), names)
+        Source::Csv { train: train_path, test, label_col, target_cols, header: given } => {
+            let (train, names, header) = load_csv(train_path, label_col, target_cols.as_deref(), *given)?;
+            csv_header = Some(header.is_some());
+            let test = match test.as_deref() {
+                Some(t) => {
+                    let (set, _, test_header) = load_csv(t, label_col, target_cols.as_deref(), *given)?;
+                    check_same_columns(train_path, header.as_deref(), t, test_header.as_deref())?;
+                    Some(set)
+                }
+                None => None,
+            };
+            (train, test, names)
         }
     };
     let test_path = match source {
         Source::Csv { test: Some(t), .. } => t.clone(),
         _ => source.path().join("t10k-images-idx3-ubyte[.gz]"),
     };
-    split(source.path(), train, test.map(|t| (t, test_path)), target_names, options)
+    let mut splits = split(source.path(), train, test.map(|t| (t, test_path)), target_names, options)?;
+    (splits.image, splits.csv_header) = (image, csv_header);
+    Ok(splits)
 }
 
 /// [`load`] on data sets already read: checks, the validation split, the standardisations.
@@ -424,11 +505,7 @@ pub fn split(
         }
     }
     if val >= train.len() {
-        return Err(Error::Config(format!(
-            "--val {val} leaves no training examples ({} has {})",
-            origin.display(),
-            train.len()
-        )));
+        return Err(Error::ValidationSplit { val, origin: origin.to_path_buf(), examples: train.len() });
     }
     let (train_idx, val_idx) = split_indices(train.len(), val, seed);
     let mut splits = Splits {
@@ -438,6 +515,8 @@ pub fn split(
         standardization: None,
         target_standardization: None,
         target_names,
+        image: None,
+        csv_header: None,
     };
     if standardize {
         let fitted = Standardization::fit(&splits.train.x);
@@ -460,12 +539,13 @@ pub fn load_eval(source: &Source) -> Result<Dataset> {
     let (set, path) = match source {
         Source::Idx(dir) => (
             load_idx(dir, "t10k")?
-                .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?,
+                .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?
+                .0,
             dir.join("t10k-images-idx3-ubyte[.gz]"),
         ),
-        Source::Csv { train, test, label_col, target_cols } => {
+        Source::Csv { train, test, label_col, target_cols, header } => {
             let path = test.as_deref().unwrap_or(train);
-            (load_csv(path, label_col, target_cols.as_deref())?.0, path.to_path_buf())
+            (load_csv(path, label_col, target_cols.as_deref(), *header)?.0, path.to_path_buf())
         }
     };
     if set.is_empty() {

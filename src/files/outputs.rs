@@ -111,6 +111,9 @@ fn check_writable(out: &NamedPath) -> Result<()> {
         if !meta.is_file() {
             return bad("is not a regular file (dropnet writes only regular files)".into());
         }
+        if meta.permissions().readonly() {
+            return bad("is read-only, which says to keep it: dropnet does not replace it (choose another file)".into());
+        }
     }
     // Whether the folder takes a new file: create and remove the save's own temporary name.
     let probe = temporary_path(path, std::process::id())?;
@@ -166,6 +169,13 @@ mod tests {
         let two = [NamedPath::new("--out", d.join("m")), NamedPath::new("--log", d.join("./m"))];
         assert!(err(&two).contains("--out") && err(&two).contains("--log"));
         assert!(check_outputs(&[NamedPath::new("--out", d.join("m"))], &input).is_ok());
+        // a file its owner made read-only is kept, as cp and mv treat it
+        std::fs::write(d.join("kept"), "model").unwrap();
+        let mut read_only = std::fs::metadata(d.join("kept")).unwrap().permissions();
+        read_only.set_readonly(true);
+        std::fs::set_permissions(d.join("kept"), read_only).unwrap();
+        assert!(err(&[NamedPath::new("--out", d.join("kept"))]).contains("read-only"));
+        std::fs::remove_file(d.join("kept")).unwrap();
         // the writability probe leaves nothing behind
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         std::fs::remove_dir_all(&d).unwrap();

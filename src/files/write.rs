@@ -20,6 +20,11 @@ pub fn folder_of(path: &Path) -> &Path {
 /// Write `bytes` to `path` atomically (see the module docs). Temporary files that earlier saves
 /// of `path` left behind (their process is gone) are removed first.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().readonly()) {
+        // read-only says "keep": the rename would replace it all the same
+        let kept = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "it is read-only, so it is kept");
+        return Err(write_error(path, kept));
+    }
     remove_stale_temporaries(path);
     let tmp = temporary_path(path, std::process::id())?;
     let result = (|| {

@@ -166,6 +166,10 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Saved> {
     let tensors = file_tensors(&plans, v1);
     let with_slots = check_table(&table, &tensors).map_err(&bad)?;
     let mut net = Network::<f32>::new(&Architecture::new(stack), seed).map_err(|e| bad(e.to_string()))?;
+    // what train refuses no file may hold: a softmax output under a loss that takes logits would
+    // apply softmax twice, with wrong probabilities and calibration figures
+    loss.check_output_activation(net.output_activation())
+        .map_err(|e| bad(format!("metadata 'loss' and 'architecture' disagree: {e}")))?;
     let regression = task::read(&metadata, net.outputs(), loss).map_err(&bad)?;
     let slots = read_tensors(&mut net, &table, data, &tensors, with_slots).map_err(&bad)?;
     let standardization = match metadata.get("standardization") {

@@ -8,7 +8,8 @@
 //! sgd       v = μ·v + η·g;              w −= v                    (η·(1−μ) instead of η with
 //! nesterov  v = μ·v + η·g;              w −= μ·v + η·g             --scale-lr-by-momentum)
 //! adam      m = β1·m + (1−β1)·g;  s = β2·s + (1−β2)·g²;  w −= η·m̂ / (√ŝ + ε),
-//!           m̂ = m/(1−β1^t), ŝ = s/(1−β2^t), t = 1, 2, ...
+//!           m̂ = m/(1−β1^t), ŝ = s/(1−β2^t), t = 1, 2, ...                        (textbook form)
+//!           or w −= η_t·m / (√s + ε), η_t = η·√(1−β2^t)/(1−β1^t)                   (keras form)
 //! rmsprop   s = ρ·s + (1−ρ)·g²;         w −= η·g / (√s + ε)
 //! max-norm  after the update, each unit's incoming weights w[j,:] are scaled down to ‖w[j,:]‖₂ ≤ c
 //! ```
@@ -35,6 +36,18 @@ pub enum Method {
     Rmsprop,
 }
 
+/// Where Adam adds ε. `Textbook`: to √ŝ, the bias-corrected second moment (Kingma & Ba's
+/// Algorithm 1, PyTorch). `Keras`: to √s, with both bias corrections folded into the step size
+/// (the "more efficient" order at the end of Kingma & Ba's §2, which Keras and TensorFlow use).
+/// The two differ only through ε: the keras form's ε acts as ε/√(1−β2^t) of the textbook form's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdamForm {
+    #[default]
+    Textbook,
+    Keras,
+}
+
 /// Everything that defines an optimizer; stored in checkpoints.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {
@@ -57,7 +70,11 @@ pub struct OptimConfig {
     pub beta2: f64,
     /// ρ of RMSProp.
     pub rho: f64,
+    /// ε of Adam and RMSProp.
     pub eps: f64,
+    /// Where Adam adds ε (checkpoints written before the field existed used the textbook form).
+    #[serde(default)]
+    pub adam_form: AdamForm,
 }
 
 impl Default for OptimConfig {
@@ -76,6 +93,7 @@ impl Default for OptimConfig {
             beta2: 0.999,
             rho: 0.9,
             eps: 1e-8,
+            adam_form: AdamForm::Textbook,
         }
     }
 }
@@ -96,6 +114,10 @@ impl OptimConfig {
             if !(0.0..1.0).contains(&start) {
                 return bad("momentum start", start);
             }
+        }
+        self.lr_schedule.validate().map_err(|e| Error::Config(format!("learning-rate schedule: {e}")))?;
+        if !(self.eps > 0.0 && self.eps.is_finite() && (self.eps as f32) > 0.0) {
+            return bad("epsilon", self.eps);
         }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("weight decay", self.weight_decay);
@@ -125,6 +147,7 @@ impl OptimConfig {
             beta2: self.beta2 as f32,
             rho: self.rho as f32,
             eps: self.eps as f32,
+            adam_form: self.adam_form,
             t,
         }
     }

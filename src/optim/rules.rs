@@ -31,6 +31,7 @@ pub struct StepParams {
     pub beta2: f32,
     pub rho: f32,
     pub eps: f32,
+    pub adam_form: super::AdamForm,
     /// Adam's step count t (1 for the first step).
     pub t: u64,
 }
@@ -105,6 +106,17 @@ fn update_chunk_portable(w: &mut [f32], g: &[f32], v: &mut [f32], s: &mut [f32],
         Method::Adam => {
             let c1 = (1.0 - (p.beta1 as f64).powf(p.t as f64)) as f32;
             let c2 = (1.0 - (p.beta2 as f64).powf(p.t as f64)) as f32;
+            if p.adam_form == super::AdamForm::Keras {
+                // η_t = η·√(1−β2^t)/(1−β1^t), computed once per step in double precision
+                let lr_t = (p.lr as f64 * (c2 as f64).sqrt() / c1 as f64) as f32;
+                for (((w, &g), m), s) in w.iter_mut().zip(g).zip(v.iter_mut()).zip(s.iter_mut()) {
+                    let gi = g + lambda * *w;
+                    *m = p.beta1 * *m + (1.0 - p.beta1) * gi;
+                    *s = p.beta2 * *s + (1.0 - p.beta2) * gi * gi;
+                    *w -= lr_t * *m / (s.sqrt() + p.eps);
+                }
+                return;
+            }
             for (((w, &g), m), s) in w.iter_mut().zip(g).zip(v.iter_mut()).zip(s.iter_mut()) {
                 let gi = g + lambda * *w;
                 *m = p.beta1 * *m + (1.0 - p.beta1) * gi;
@@ -136,7 +148,7 @@ pub fn max_norm(w: &mut [f32], width: usize, c: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{LrSchedule, OptimConfig};
+    use crate::optim::{AdamForm, LrSchedule, OptimConfig};
 
     /// lr 0.1, momentum 0.9, β1 0.9, β2 0.999, ρ 0.9, ε 1e-8 (the defaults but for lr).
     fn params(method: Method) -> StepParams {
@@ -182,6 +194,19 @@ mod tests {
         // t=2 (g = −0.25): m = 0.02, m̂ = 0.02/0.19 = 0.1052632; s = 0.00031225, ŝ = 0.1562031,
         //      √ŝ = 0.3952254 → w = 0.9 − 0.1·0.1052632/0.3952254 = 0.8733668
         close(&run(Method::Adam, &[0.5, -0.25], 0.0), &[0.9, 0.8733668]);
+    }
+
+    #[test]
+    fn adam_s_two_forms_differ_only_through_epsilon() {
+        // ε = 0.1, g = 0.5, t = 1: m = 0.05, s = 0.00025, 1−β1 = 0.1, 1−β2 = 0.001
+        // textbook: w = 1 − 0.1·(0.05/0.1)/(√(0.00025/0.001) + 0.1) = 1 − 0.05/0.6 = 0.9166667
+        // keras: η_t = 0.1·√0.001/0.1 = 0.0316228, w = 1 − 0.0316228·0.05/(√0.00025 + 0.1) = 0.9863473
+        let p = |adam_form| StepParams { eps: 0.1, adam_form, ..params(Method::Adam) };
+        for (form, expected) in [(AdamForm::Textbook, 0.9166667), (AdamForm::Keras, 0.9863473)] {
+            let mut w = [1.0f32];
+            update(&mut w, &[0.5], &mut Slots::default(), &p(form), true);
+            close(&w, &[expected]);
+        }
     }
 
     #[test]

@@ -61,7 +61,8 @@ enum Command {
         seed: u64,
     },
     /// Run the benchmark workloads of SPEC.md: W1 training epoch on MNIST, W2 dropout kernel over
-    /// 2^25 floats against a plain copy, W3 GEMM throughput.
+    /// 2^25 floats against a plain copy, W3 GEMM throughput, W4 dropout CNN epoch, W5 Monte-Carlo
+    /// prediction.
     #[command(
         after_help = "Examples:\n  dropnet --threads 2 bench --workload all --json\n  dropnet bench --workload w2 --threads 1\n  dropnet bench --workload w1 --steps 30   (a partial W1, for tests)"
     )]

@@ -7,13 +7,14 @@
 //! as the user gave it: `--keep`, or `keep (in recipes/x.toml)`.
 
 use dropnet::activation::Activation;
+use dropnet::data::csv::Header;
 use dropnet::dropout::{ConcretePrior, Keep, Scaling};
-use dropnet::error::{file_error, Error, Result};
+use dropnet::error::{file_error, shorten, Error, Result, QUOTE_CHARS};
 use dropnet::files::read_text_bounded;
 use dropnet::limits::MAX_TEXT_FILE_BYTES;
 use dropnet::loss::Loss;
 use dropnet::network::{Architecture, Init, Network};
-use dropnet::optim::{LrSchedule, Method, OptimConfig};
+use dropnet::optim::{AdamForm, Method, OptimConfig};
 use dropnet::stack::{ConcreteSpec, NoiseKind, Stack};
 use dropnet::train::TrainState;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct TrainOptions {
     /// Label column of CSV data: index from 0, or a header name [default: 0]
     #[arg(long)]
     pub label_col: Option<String>,
+    /// Whether the first line of CSV data is a header: auto (when a field is not a number), yes
+    /// (also a header of numbers, as pandas writes 0,1,2) or no [default: auto]
+    #[arg(long, value_enum)]
+    pub header: Option<Header>,
     /// Regression: the target columns of CSV data (indices from 0 or header names, comma-separated);
     /// every other column is a feature
     #[arg(long, value_delimiter = ',')]
@@ -103,8 +108,8 @@ pub struct TrainOptions {
     /// gaussian-nll [default: softmax-cross-entropy; mse with --target-col]
     #[arg(long)]
     pub loss: Option<Loss>,
-    /// Weight init: he, glorot, lecun, or a standard deviation σ for N(0, σ²) [default: lecun for
-    /// selu, he for the rest of the ReLU family, glorot otherwise]
+    /// Weight init: he, glorot, glorot-uniform, lecun, or a standard deviation σ for N(0, σ²)
+    /// [default: lecun for selu, he for the rest of the ReLU family, glorot otherwise]
     #[arg(long)]
     pub init: Option<String>,
     /// Validation examples held out of the training set (seeded; 0 = none) [default: 0]
@@ -125,6 +130,13 @@ pub struct TrainOptions {
     /// Learning-rate schedule: constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA [default: constant]
     #[arg(long)]
     pub lr_schedule: Option<String>,
+    /// Adam's ε [default: 1e-8]
+    #[arg(long)]
+    pub adam_epsilon: Option<f64>,
+    /// Where Adam adds ε: textbook (to the bias-corrected √ŝ, as PyTorch) or keras (to √s, the
+    /// corrections folded into the step size, as Keras and TensorFlow) [default: textbook]
+    #[arg(long, value_enum)]
+    pub adam_form: Option<AdamForm>,
     /// Momentum μ (sgd, nesterov); with --momentum-start, the value the ramp ends at [default: 0.9]
     #[arg(long)]
     pub momentum: Option<f64>,
@@ -167,9 +179,9 @@ pub struct TrainOptions {
 /// list is written once (a test checks it against the flags clap knows).
 macro_rules! with_option_fields {
     ($m:ident!($($args:tt)*)) => {
-        $m!($($args)*; data, test_data, label_col, target_col, standardize_targets, tau, standardize, arch, keep, keep_file, scaling,
+        $m!($($args)*; data, test_data, label_col, header, target_col, standardize_targets, tau, standardize, arch, keep, keep_file, scaling,
             concrete_temperature, concrete_per, lengthscale, activation,
-            loss, init, val, epochs, batch, optimizer, lr, lr_schedule, momentum, momentum_start,
+            loss, init, val, epochs, batch, optimizer, lr, lr_schedule, adam_epsilon, adam_form, momentum, momentum_start,
             momentum_ramp_epochs, scale_lr_by_momentum, weight_decay, max_norm, patience, seed, out,
             checkpoint_every, log, plot)
     };
@@ -323,6 +335,11 @@ impl Options {
                 ));
             }
         }
+        if method != Method::Adam {
+            if let Some(field) = ["adam_epsilon", "adam_form"].into_iter().find(|f| v.given().contains(f)) {
+                return Err(self.error(field, format!("has no effect without {} adam", self.name("optimizer"))));
+            }
+        }
         match (v.momentum_start, v.momentum_ramp_epochs) {
             (Some(_), None) | (Some(_), Some(0)) => {
                 return Err(
@@ -377,10 +394,13 @@ impl Options {
         match self.values.tau.as_deref() {
             None => Ok(None),
             Some("auto") => Ok(Some(Tau::Auto)),
-            Some(text) => match text.parse::<f64>() {
-                Ok(t) if t > 0.0 && t.is_finite() => Ok(Some(Tau::Given(t))),
-                _ => Err(self.error("tau", format!("'{text}': expected a positive number or auto"))),
-            },
+            Some(text) => {
+                match text.parse::<f64>() {
+                    Ok(t) if t > 0.0 && t.is_finite() => Ok(Some(Tau::Given(t))),
+                    _ => Err(self
+                        .error("tau", format!("'{}': expected a positive number or auto", shorten(text, QUOTE_CHARS)))),
+                }
+            }
         }
     }
 
@@ -441,7 +461,8 @@ impl Options {
             }
         }
         self.set_concrete(&mut stack)?;
-        dropnet::layer::plan(&stack).map_err(|e| Error::Config(format!("{} '{text}': {e}", self.name("arch"))))?;
+        let shown = shorten(text, QUOTE_CHARS);
+        dropnet::layer::plan(&stack).map_err(|e| Error::Config(format!("{} '{shown}': {e}", self.name("arch"))))?;
         Ok(stack)
     }
 
@@ -498,7 +519,8 @@ impl Options {
                 self.error(
                     "arch",
                     format!(
-                        "'{text}' is not a list of unit counts like 784-1024-10 (each in 1..={}) nor tokens like 784,dense10",
+                        "'{}' is not a list of unit counts like 784-1024-10 (each in 1..={}) nor tokens like 784,dense10",
+                        shorten(text, QUOTE_CHARS),
                         dropnet::limits::MAX_LAYER_UNITS
                     ),
                 )
@@ -509,7 +531,12 @@ impl Options {
             Some(keep) => {
                 return Err(self.error(
                     "keep",
-                    format!("has {} values for the {layers} dense layers of {} {text}", keep.len(), self.name("arch")),
+                    format!(
+                        "has {} values for the {layers} dense layers of {} {}",
+                        keep.len(),
+                        self.name("arch"),
+                        shorten(text, QUOTE_CHARS)
+                    ),
                 ));
             }
             None => {
@@ -529,13 +556,7 @@ impl Options {
         let stack = self.stack()?;
         let init = match v.init.as_deref() {
             None => Init::for_stack(&stack),
-            Some("he") => Init::He,
-            Some("glorot") => Init::Glorot,
-            Some("lecun") => Init::Lecun,
-            Some(sigma) => match sigma.parse::<f64>() {
-                Ok(s) if s > 0.0 && s.is_finite() => Init::Normal(s),
-                _ => return Err(self.error("init", format!("'{sigma}': expected he, glorot, lecun or a positive σ"))),
-            },
+            Some(text) => text.parse::<Init>().map_err(|e| self.error("init", e))?,
         };
         Network::new(&Architecture { stack, init }, v.seed.unwrap_or(defaults::SEED))
     }
@@ -547,7 +568,11 @@ impl Options {
         let config = OptimConfig {
             method: v.optimizer.unwrap_or(d.method),
             lr: v.lr.unwrap_or(d.lr),
-            lr_schedule: parse_schedule(v.lr_schedule.as_deref().unwrap_or("constant"))
+            lr_schedule: v
+                .lr_schedule
+                .as_deref()
+                .unwrap_or("constant")
+                .parse()
                 .map_err(|e| self.error("lr_schedule", e))?,
             momentum: v.momentum.unwrap_or(d.momentum),
             momentum_start: v.momentum_start,
@@ -555,6 +580,8 @@ impl Options {
             scale_lr_by_momentum: v.scale_lr_by_momentum.unwrap_or(false),
             weight_decay: v.weight_decay.unwrap_or(0.0),
             max_norm: v.max_norm,
+            eps: v.adam_epsilon.unwrap_or(d.eps),
+            adam_form: v.adam_form.unwrap_or(d.adam_form),
             ..d
         };
         config.validate()?;
@@ -574,22 +601,6 @@ impl Options {
         state.standardize_targets = v.target_col.is_some() && v.standardize_targets.unwrap_or(true);
         Ok(state)
     }
-}
-
-/// `constant`, `exp:GAMMA`, `inv:DECAY`, `step:EVERY:GAMMA`.
-pub fn parse_schedule(text: &str) -> std::result::Result<LrSchedule, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let num = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
-    let schedule = match parts.as_slice() {
-        ["constant"] => Some(LrSchedule::Constant),
-        ["exp", g] => num(g).map(|gamma| LrSchedule::Exponential { gamma }),
-        ["inv", d] => num(d).map(|decay| LrSchedule::InverseT { decay }),
-        ["step", e, g] => {
-            e.parse().ok().filter(|&e| e > 0).zip(num(g)).map(|(every, gamma)| LrSchedule::Step { every, gamma })
-        }
-        _ => None,
-    };
-    schedule.ok_or_else(|| format!("'{text}': expected constant, exp:GAMMA, inv:DECAY or step:EVERY:GAMMA"))
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct DataArgs {
     /// reads the target columns it was trained on]
     #[arg(long)]
     label_col: Option<String>,
+    /// Whether the first line of CSV data is a header: auto, yes or no [default: auto]
+    #[arg(long, value_enum)]
+    header: Option<dropnet::data::csv::Header>,
 }
 
 /// The model, the data, and how many Monte-Carlo samples to average.
@@ -87,6 +90,10 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<N
     check_mc(run.mc)?;
     let (model, args) = (&run.model, &run.data);
     let saved = model_file::load(model)?;
+    let plans = saved.net.plans();
+    let estimate = dropnet::memory::evaluation(plans, dropnet::eval::eval_rows(plans), rayon::current_num_threads());
+    let change = format!("the network of {} is larger than this machine can evaluate", model.display());
+    dropnet::memory::check(&estimate, dropnet::memory::available(), &change)?;
     let dir = data::discover(args.data.as_deref())?;
     let targets = saved.regression.as_ref().map(|r| r.targets.clone());
     if let (Some(targets), true) = (&targets, args.label_col.is_some() || dir.is_dir()) {
@@ -96,7 +103,8 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<N
             targets.join(",")
         )));
     }
-    let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref(), targets.as_deref())?;
+    let source = Source::from_path(&dir, args.test_data.as_deref(), args.label_col.as_deref(), targets.as_deref())?
+        .with_header(args.header.unwrap_or_default())?;
     let set = examples_for(&saved, &dir, &source, model)?;
     let mut inputs = vec![NamedPath::new("--model", model)];
     inputs.extend(source.input_files().into_iter().map(|p| NamedPath::new("--data", p)));

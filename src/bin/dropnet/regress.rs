@@ -62,7 +62,10 @@ pub fn predict(saved: &mut Saved, r: &Regression, set: &Dataset, mc: Option<u32>
     let outputs = Outputs::of(&saved.net, saved.loss, r.target_standardization.as_ref())?;
     let y = set.values()?;
     let started = Instant::now();
-    let p = predictive(&mut saved.net, &set.x, None, outputs, mc, &[])?;
+    // with a τ (or a predicted variance) each example's log-likelihood comes too
+    let taus = taus(r);
+    let with_ll = outputs.heteroscedastic() || !taus.is_empty();
+    let p = predictive(&mut saved.net, &set.x, with_ll.then_some(y), outputs, mc, &taus)?;
     let seconds = started.elapsed().as_secs_f64();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -79,6 +82,7 @@ pub fn predict(saved: &mut Saved, r: &Regression, set: &Dataset, mc: Option<u32>
                 "lower": mean.iter().zip(&std).map(|(m, s)| m - Z_95 * s).collect::<Vec<_>>(),
                 "upper": mean.iter().zip(&std).map(|(m, s)| m + Z_95 * s).collect::<Vec<_>>(),
                 "target": y.row(i),
+                "log_likelihood": p.example_log_likelihood.get(i),
             });
             writeln!(out, "{line}").map_err(write_error)?;
         } else {
@@ -92,7 +96,7 @@ pub fn predict(saved: &mut Saved, r: &Regression, set: &Dataset, mc: Option<u32>
     if json {
         let summary = serde_json::json!({
             "summary": true, "examples": set.len(), "mc_samples": mc, "rmse": PerTarget::json(&rmse),
-            "tau": r.tau, "seconds": seconds, "examples_per_s": rate,
+            "tau": r.tau, "test_ll": p.log_likelihood.first(), "seconds": seconds, "examples_per_s": rate,
         });
         writeln!(out, "{summary}").map_err(write_error)?;
     } else {

@@ -72,7 +72,16 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         standardize: run.state.standardize,
         standardize_targets: run.state.standardize_targets,
     };
-    let splits = data::load(&run.source, load)?;
+    let splits = data::load(&run.source, load).map_err(|e| match e {
+        Error::ValidationSplit { val, origin, examples } => {
+            let (what, remedy) = match &args.resume {
+                Some(path) => (format!("{}: its training state's val = {val}", path.display()), "the file is damaged"),
+                None => (format!("{} {val}", options.name("val")), "give a smaller one"),
+            };
+            Error::Config(format!("{what} leaves no training examples ({} has {examples}): {remedy}", origin.display()))
+        }
+        e => e,
+    })?;
     let regression = regression_of(&splits, run.tau);
     if args.resume.is_some()
         && (splits.standardization != run.saved_standardization
@@ -83,8 +92,13 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
             run.source.path().display()
         )));
     }
+    let header = match splits.csv_header {
+        Some(true) => " (its first line a header)",
+        Some(false) => " (no header: its first line is an example)",
+        None => "",
+    };
     eprintln!(
-        "data {}: {} training, {} validation, {} test examples",
+        "data {}{header}: {} training, {} validation, {} test examples",
         run.source.path().display(),
         splits.train.len(),
         splits.val.as_ref().map_or(0, |v| v.len()),
@@ -176,11 +190,15 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let v = &options.values;
     let dir = data::discover(v.data.as_deref())?;
     // Read and named in messages as the user gave it; recorded with absolute paths for --resume.
-    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref(), v.target_col.as_deref())?;
+    let source = Source::from_path(&dir, v.test_data.as_deref(), v.label_col.as_deref(), v.target_col.as_deref())?
+        .with_header(v.header.unwrap_or_default())?;
     let out = v.out.clone().unwrap_or_else(|| PathBuf::from(defaults::OUT));
     check_outputs(&outputs(options, &out, "the model file"), &inputs(&source, recipe, v.keep_file.as_deref()))?;
-    let net = options.network()?;
     let mut state = options.train_state()?;
+    let plans = dropnet::layer::plan(&options.stack()?)?;
+    let change = format!("lower {} or make {} smaller", options.name("batch"), options.name("arch"));
+    check_memory(&plans, state.batch, &options.name("batch"), &change)?;
+    let net = options.network()?;
     if !net.learned_keep().is_empty() {
         state.concrete = Some(options.concrete_prior()?);
     }
@@ -207,6 +225,18 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
         },
         out_before,
     })
+}
+
+/// Refuse a run whose batches of `batch` examples of `plans` cannot fit in this machine's memory
+/// (`change` says what the user can change), before anything is allocated.
+fn check_memory(plans: &[dropnet::layer::Plan], batch: usize, batch_name: &str, change: &str) -> Result<()> {
+    let most = dropnet::limits::MAX_BATCH;
+    if batch == 0 || batch > most {
+        return Err(Error::Config(format!("{batch_name} {batch}: the batch size must be in 1..={most}")));
+    }
+    let eval_rows = dropnet::eval::eval_rows(plans);
+    let estimate = dropnet::memory::training(plans, batch, eval_rows, rayon::current_num_threads());
+    dropnet::memory::check(&estimate, dropnet::memory::available(), change)
 }
 
 fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
@@ -247,6 +277,9 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
         state.patience = Some(p);
     }
     state.target_epochs = Some(epochs);
+    let change = format!("{} was trained with batch {}, more than this machine can hold", path.display(), state.batch);
+    let batch_name = format!("{}: its training state's batch", path.display());
+    check_memory(net.plans(), state.batch, &batch_name, &change)?;
     let out = v.out.clone().unwrap_or_else(|| path.to_path_buf());
     // The resumed file may be written back (the one exception), but not by the log or the plot.
     let data_inputs = inputs(&source, None, None);
