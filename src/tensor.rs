@@ -177,12 +177,16 @@ impl<T: Scalar> Matrix<T> {
     /// contents are unspecified afterwards (callers overwrite them). This is how layers keep their
     /// workspaces: allocated on the first batch, reused on every later one; a buffer that serves
     /// several sizes (the gradient between two layers) grows to the largest once.
+    ///
+    /// A workspace that cannot be had (the run's memory is estimated before it starts, so this is
+    /// what the estimate missed) unwinds with a [`WorkspaceOutOfMemory`] payload, which the
+    /// command line reports as an error, exit status 1.
     pub fn ensure_shape(&mut self, rows: usize, cols: usize) {
-        let len = rows.checked_mul(cols).unwrap_or_else(|| panic!("ensure_shape({rows}, {cols}) overflows"));
+        let len = rows.checked_mul(cols).unwrap_or_else(|| workspace_failure(rows, cols, "the size overflows".into()));
         if len <= self.buf.cap {
             self.buf.len = len;
         } else {
-            self.buf = AlignedBuf::try_zeros(len).unwrap_or_else(|e| panic!("ensure_shape({rows}, {cols}): {e}"));
+            self.buf = AlignedBuf::try_zeros(len).unwrap_or_else(|e| workspace_failure(rows, cols, e.to_string()));
         }
         self.rows = rows;
         self.cols = cols;
@@ -310,9 +314,42 @@ pub fn matmul_then<T: Scalar>(
     Ok(())
 }
 
+/// Why a layer's workspace of `rows × cols` values could not be allocated during a run: the
+/// payload of [`Matrix::ensure_shape`]'s unwinding.
+#[derive(Debug)]
+pub struct WorkspaceOutOfMemory {
+    pub rows: usize,
+    pub cols: usize,
+    pub error: String,
+}
+
+fn workspace_failure(rows: usize, cols: usize, error: String) -> ! {
+    std::panic::panic_any(WorkspaceOutOfMemory { rows, cols, error })
+}
+
+impl std::fmt::Display for WorkspaceOutOfMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a {}x{} workspace could not be allocated ({}): lower --batch or the network's size",
+            self.rows, self.cols, self.error
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workspace_that_cannot_be_had_unwinds_with_its_size() {
+        for (rows, cols, why) in [(1usize << 40, 1usize << 20, "not enough memory"), (1 << 62, 8, "overflows")] {
+            let caught = std::panic::catch_unwind(|| Matrix::<f32>::zeros(0, 0).ensure_shape(rows, cols)).unwrap_err();
+            let oom = caught.downcast_ref::<WorkspaceOutOfMemory>().expect("the payload says what failed");
+            assert_eq!((oom.rows, oom.cols), (rows, cols));
+            assert!(oom.to_string().contains(why), "{oom}");
+        }
+    }
 
     /// The textbook triple loop, the reference for the gemm wrapper.
     fn naive(a: &Matrix<f64>, ta: Trans, b: &Matrix<f64>, tb: Trans) -> Matrix<f64> {

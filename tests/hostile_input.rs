@@ -30,20 +30,27 @@ fn forge_values(dir: &Path, file: &str, names: &[&str], value: f32) {
 
 #[test]
 fn a_run_larger_than_the_machine_is_refused_before_anything_is_allocated() {
-    if dropnet::memory::available().is_none() {
-        eprintln!("this system does not say how much memory it has: the memory refusal is not tested here");
-        return;
-    }
     let dir = toy_dir("hostile_memory");
     // every tensor within the limits: a 16-channel 808x808 map is 10 M values, its dense layer
-    // 104 M weights; 4096 examples of it are terabytes
+    // 104 M weights; a batch of 4096 such maps is past one tensor's limit, and is refused from
+    // the plan, naming the flag, before the network is built or the data read
     let arch = "1x4x4,conv16k1p400,relu,flatten,dense3";
     let started = std::time::Instant::now();
     let out = dropnet(&dir, &["train", "--data", "toy", "--arch", arch, "--batch", "4096", "--epochs", "1"]);
-    assert_fails(&out, &["the run needs about", "available", "lower --batch or make --arch smaller"]);
-    // refused from the plan: no network was built, no data read (a build alone takes seconds)
+    assert_fails(&out, &["--batch 4096: a layer that needs 10342656 values per example", "lower --batch"]);
     assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
     assert!(!dir.join("model.safetensors").exists());
+    let wide = dropnet(&dir, &["train", "--data", "toy", "--arch", "16-300000-3", "--batch", "1000"]);
+    assert_fails(&wide, &["--batch 1000: a layer that needs 300000 values per example"]);
+    // within that limit but beyond the machine: 2^30 parameters (16 GiB with their gradients and
+    // slots) and batches of 16 M-value layers
+    if dropnet::memory::available().is_none_or(|bytes| bytes > 30 << 30) {
+        eprintln!("the machine's memory is unknown or above 30 GiB (the run below needs about 34): the whole-run refusal is not tested here");
+        return;
+    }
+    let big = "16,dense16384,relu,dense16384,relu,dense16384,relu,dense16384,dense3";
+    let out = dropnet(&dir, &["train", "--data", "toy", "--arch", big, "--batch", "16000", "--epochs", "1"]);
+    assert_fails(&out, &["the run needs about", "available", "lower --batch or make --arch smaller"]);
 }
 
 #[test]
@@ -206,4 +213,20 @@ fn quoted_text_is_shortened_and_messages_say_what_a_path_is() {
     }
     let help = dropnet(&dir, &["--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("W5"), "{}", String::from_utf8_lossy(&help.stdout));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_workspace_that_cannot_be_allocated_mid_run_is_an_error() {
+    // an address-space limit of 1.5 GB makes the first batch's 60 × 1,000,000 buffers fail after
+    // the estimate (which reads the machine's memory, not the limit) let the run start
+    let dir = toy_dir("hostile_workspace");
+    let bin = env!("CARGO_BIN_EXE_dropnet");
+    let script = format!(
+        "ulimit -v 1500000 && exec {bin} --threads 1 train --data toy --arch 16-1000000-3 --batch 60 --epochs 1"
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(&dir).output().unwrap();
+    assert_fails(&out, &["workspace could not be allocated", "lower --batch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!dir.join("model.safetensors").exists());
 }

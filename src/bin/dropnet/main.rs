@@ -15,6 +15,7 @@ mod uci;
 
 use clap::{Parser, Subcommand};
 use dropnet::error::escape_control;
+use dropnet::tensor::WorkspaceOutOfMemory;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,9 +115,23 @@ pub fn print_warning(message: &str) {
     eprintln!("dropnet: warning: {}", escape_control(message));
 }
 
+/// A layer workspace that could not be allocated mid-run (what the memory estimate missed) ends
+/// the run as an error, exit status 1, not as a panic; every other panic stays one (a bug).
+fn report_workspace_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| match info.payload().downcast_ref::<WorkspaceOutOfMemory>() {
+        Some(failure) => {
+            print_error(&failure.to_string());
+            std::process::exit(1);
+        }
+        None => default(info),
+    }));
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     end_quietly_on_broken_pipe();
+    report_workspace_failures();
     let cli = Cli::parse();
     if let Err(e) = dropnet::cpu::init_from_env() {
         print_error(&e.to_string());

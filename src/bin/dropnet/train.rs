@@ -234,6 +234,14 @@ fn check_memory(plans: &[dropnet::layer::Plan], batch: usize, batch_name: &str, 
     if batch == 0 || batch > most {
         return Err(Error::Config(format!("{batch_name} {batch}: the batch size must be in 1..={most}")));
     }
+    let widest = plans.iter().map(dropnet::layer::Plan::values_per_example).max().unwrap_or(0);
+    let limit = dropnet::limits::MAX_TENSOR_ELEMENTS;
+    if batch.saturating_mul(widest) > limit {
+        return Err(Error::Config(format!(
+            "{batch_name} {batch}: a layer that needs {widest} values per example would need more than {limit} for \
+             the batch: {change}"
+        )));
+    }
     let eval_rows = dropnet::eval::eval_rows(plans);
     let estimate = dropnet::memory::training(plans, batch, eval_rows, rayon::current_num_threads());
     dropnet::memory::check(&estimate, dropnet::memory::available(), change)
