@@ -326,22 +326,6 @@ pub fn first_non_finite(net: &Network<f32>, opt: &Optimizer) -> Option<String> {
     None
 }
 
-/// A network whose input is a feature map reads IDX images of the height and width the file
-/// declares, one channel: the same number of values in another shape would train on scrambled
-/// images.
-fn check_image_shape(net: &Network<f32>, image: Option<(usize, usize)>) -> Result<()> {
-    match (image, net.stack().input) {
-        (Some((height, width)), crate::stack::Shape::Map { c, h, w }) if (c, h, w) != (1, height, width) => {
-            Err(Error::Config(format!(
-                "the IDX images are {height}x{width} with one channel, but the network's input is {c}x{h}x{w}: \
-                 give --arch 1x{height}x{width},... (or {} for a vector)",
-                height * width
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Checks that `net`, `data` and `state` can train together, before any step.
 fn check_run(net: &Network<f32>, loss: Loss, train: &Dataset, state: &TrainState) -> Result<usize> {
     loss.check_output_activation(net.output_activation())?;
@@ -420,7 +404,7 @@ pub fn train(
 ) -> Result<Stop> {
     let train = &splits.train;
     let total_steps = check_run(net, loss, train, state)?;
-    check_image_shape(net, splits.image)?;
+    crate::data::check_image_input(splits.image, net.stack().input)?;
     let params = net.params();
     opt.fit_slots(params.iter().map(|p| (p.name.as_str(), p.value.len())))?;
     let variances: Option<Vec<f64>> =

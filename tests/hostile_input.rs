@@ -110,6 +110,17 @@ fn a_feature_map_of_another_shape_than_the_idx_images_is_refused() {
     assert!(!dir.join("model.safetensors").exists());
     let ok = dropnet(&dir, &["train", "--data", "toy", "--arch", "1x4x4,conv3k1,flatten,dense3", "--epochs", "1"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
+    // a model file whose input says 4x2x2 evaluates no 4x4 images either
+    let map = dropnet(&dir, &["train", "--data", "toy", "--arch", "1x4x4,flatten,dense3", "--out", "map.safetensors"]);
+    assert!(map.status.success(), "{}", stderr(&map));
+    let forged = edited(&std::fs::read(dir.join("map.safetensors")).unwrap(), |h| {
+        let mut arch = meta(h, "architecture");
+        arch["input"] = serde_json::json!([4, 2, 2]);
+        set_meta(h, "architecture", &arch);
+    });
+    std::fs::write(dir.join("forged.safetensors"), forged).unwrap();
+    let eval = dropnet(&dir, &["eval", "--model", "forged.safetensors", "--data", "toy"]);
+    assert_fails(&eval, &["the IDX images are 4x4 with one channel", "4x2x2"]);
 }
 
 /// `n` rows of 2 features and a class label 0..3 (label first), each feature tied to the label.

@@ -8,6 +8,7 @@ pub use standardize::Standardization;
 
 use crate::error::{file_error, Error, Result};
 use crate::rng::{Stream, StreamRng};
+use crate::stack::Shape;
 use crate::tensor::Matrix;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -534,15 +535,16 @@ pub fn split(
 }
 
 /// The examples to evaluate a model on: the `t10k` set of an IDX folder, or a whole CSV file
-/// (`test`, when given, else `train`). An empty set is an error.
-pub fn load_eval(source: &Source) -> Result<Dataset> {
+/// (`test`, when given, else `train`), for a network whose input is `input`. An empty set is an
+/// error, and so are images of another shape than a feature-map input ([`check_image_input`]).
+pub fn load_eval(source: &Source, input: Shape) -> Result<Dataset> {
     let (set, path) = match source {
-        Source::Idx(dir) => (
-            load_idx(dir, "t10k")?
-                .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?
-                .0,
-            dir.join("t10k-images-idx3-ubyte[.gz]"),
-        ),
+        Source::Idx(dir) => {
+            let (set, image) = load_idx(dir, "t10k")?
+                .ok_or_else(|| file_error(dir, "no t10k-images-idx3-ubyte[.gz] (test set) in this folder"))?;
+            check_image_input(Some(image), input)?;
+            (set, dir.join("t10k-images-idx3-ubyte[.gz]"))
+        }
         Source::Csv { train, test, label_col, target_cols, header } => {
             let path = test.as_deref().unwrap_or(train);
             (load_csv(path, label_col, target_cols.as_deref(), *header)?.0, path.to_path_buf())
@@ -552,6 +554,21 @@ pub fn load_eval(source: &Source) -> Result<Dataset> {
         return Err(file_error(&path, "no examples to evaluate"));
     }
     Ok(set)
+}
+
+/// A network whose input is a feature map reads IDX images of the height and width the file
+/// declares, one channel: the same number of values in another shape would be scrambled images.
+pub fn check_image_input(image: Option<ImageShape>, input: Shape) -> Result<()> {
+    match (image, input) {
+        (Some((height, width)), Shape::Map { c, h, w }) if (c, h, w) != (1, height, width) => {
+            Err(Error::Config(format!(
+                "the IDX images are {height}x{width} with one channel, but the network's input is {c}x{h}x{w}: \
+                 give --arch 1x{height}x{width},... (or {} for a vector)",
+                height * width
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A uniformly random permutation of `0..n` (Fisher–Yates) from stream (seed, `stream`, 0, `step`).

@@ -113,7 +113,7 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<N
 
 /// The evaluation examples of `source` (at `dir`), checked against and standardised for the model.
 fn examples_for(saved: &Saved, dir: &std::path::Path, source: &Source, model: &std::path::Path) -> Result<Dataset> {
-    let mut set = data::load_eval(source)?;
+    let mut set = data::load_eval(source, saved.net.stack().input)?;
     if set.features() != saved.net.inputs() {
         return Err(Error::Config(format!(
             "{} has {} features, the model {} takes {}",
