@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::layer::{Plan, PlanKind};
+use crate::limits::{MAX_BATCH, MAX_TENSOR_ELEMENTS};
 use crate::stack::{NoiseKind, Shape};
 
 /// Bytes of one f32 value.
@@ -145,6 +146,26 @@ pub fn check(estimate: &Estimate, available: Option<u64>, change: &str) -> Resul
         show_bytes(threads),
         show_bytes(limit)
     )))
+}
+
+/// Refuse a training run of `plans` in batches of `batch` examples that cannot work on this
+/// machine, before anything is allocated: a batch size out of range, a batch whose widest layer
+/// is past one tensor's limit, or a run whose [`training`] estimate exceeds [`available`].
+/// `batch_name` names where the batch size came from (`--batch`, a file's training state),
+/// `change` what the user can change.
+pub fn check_training(plans: &[Plan], batch: usize, batch_name: &str, change: &str) -> Result<()> {
+    if batch == 0 || batch > MAX_BATCH {
+        return Err(Error::Config(format!("{batch_name} {batch}: the batch size must be in 1..={MAX_BATCH}")));
+    }
+    let widest = plans.iter().map(Plan::values_per_example).max().unwrap_or(0);
+    if batch.saturating_mul(widest) > MAX_TENSOR_ELEMENTS {
+        return Err(Error::Config(format!(
+            "{batch_name} {batch}: a layer that needs {widest} values per example would need more than \
+             {MAX_TENSOR_ELEMENTS} for the batch: {change}"
+        )));
+    }
+    let estimate = training(plans, batch, crate::eval::eval_rows(plans), rayon::current_num_threads());
+    check(&estimate, available(), change)
 }
 
 #[cfg(test)]

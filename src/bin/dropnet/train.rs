@@ -197,7 +197,7 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
     let mut state = options.train_state()?;
     let plans = dropnet::layer::plan(&options.stack()?)?;
     let change = format!("lower {} or make {} smaller", options.name("batch"), options.name("arch"));
-    check_memory(&plans, state.batch, &options.name("batch"), &change)?;
+    dropnet::memory::check_training(&plans, state.batch, &options.name("batch"), &change)?;
     let net = options.network()?;
     if !net.learned_keep().is_empty() {
         state.concrete = Some(options.concrete_prior()?);
@@ -225,26 +225,6 @@ fn new_run(options: &Options, recipe: Option<&Path>) -> Result<Run> {
         },
         out_before,
     })
-}
-
-/// Refuse a run whose batches of `batch` examples of `plans` cannot fit in this machine's memory
-/// (`change` says what the user can change), before anything is allocated.
-fn check_memory(plans: &[dropnet::layer::Plan], batch: usize, batch_name: &str, change: &str) -> Result<()> {
-    let most = dropnet::limits::MAX_BATCH;
-    if batch == 0 || batch > most {
-        return Err(Error::Config(format!("{batch_name} {batch}: the batch size must be in 1..={most}")));
-    }
-    let widest = plans.iter().map(dropnet::layer::Plan::values_per_example).max().unwrap_or(0);
-    let limit = dropnet::limits::MAX_TENSOR_ELEMENTS;
-    if batch.saturating_mul(widest) > limit {
-        return Err(Error::Config(format!(
-            "{batch_name} {batch}: a layer that needs {widest} values per example would need more than {limit} for \
-             the batch: {change}"
-        )));
-    }
-    let eval_rows = dropnet::eval::eval_rows(plans);
-    let estimate = dropnet::memory::training(plans, batch, eval_rows, rayon::current_num_threads());
-    dropnet::memory::check(&estimate, dropnet::memory::available(), change)
 }
 
 fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
@@ -287,7 +267,7 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
     state.target_epochs = Some(epochs);
     let change = format!("{} was trained with batch {}, more than this machine can hold", path.display(), state.batch);
     let batch_name = format!("{}: its training state's batch", path.display());
-    check_memory(net.plans(), state.batch, &batch_name, &change)?;
+    dropnet::memory::check_training(net.plans(), state.batch, &batch_name, &change)?;
     let out = v.out.clone().unwrap_or_else(|| path.to_path_buf());
     // The resumed file may be written back (the one exception), but not by the log or the plot.
     let data_inputs = inputs(&source, None, None);
