@@ -178,20 +178,25 @@ fn every_documented_gaussian_vector_matches_and_a_network_draws_it() {
     assert_eq!(net.noises()[1].gaussian().unwrap().factors().get(5, 783), r[8].parse::<f64>().unwrap());
 }
 
+/// The address and starting keep of a row of a concrete table: seed, layer, step (stream
+/// `mask`), row, column, keep.
+fn concrete_address(r: &[String]) -> (MaskDraw, u32, u32, f64) {
+    let draw = MaskDraw {
+        seed: r[0].parse().unwrap(),
+        stream: Stream::Mask,
+        layer: r[1].parse().unwrap(),
+        step: r[2].parse().unwrap(),
+        first_row: 0,
+    };
+    (draw, r[3].parse().unwrap(), r[4].parse().unwrap(), r[5].parse().unwrap())
+}
+
 #[test]
 fn every_documented_concrete_vector_matches_and_a_network_draws_it() {
     let rows = table("concrete");
     assert!(rows.len() >= 8, "the table was not found or is short");
     for r in &rows {
-        let draw = MaskDraw {
-            seed: r[0].parse().unwrap(),
-            stream: Stream::Mask,
-            layer: r[1].parse().unwrap(),
-            step: r[2].parse().unwrap(),
-            first_row: 0,
-        };
-        let (row, column, keep): (u32, u32, f64) =
-            (r[3].parse().unwrap(), r[4].parse().unwrap(), r[5].parse().unwrap());
+        let (draw, row, column, keep) = concrete_address(r);
         let theta = logit(keep) as f32;
         assert_eq!(theta as f64, r[6].parse::<f64>().unwrap(), "θ of {r:?}");
         let z = relaxed_bit(theta as f64, r[7].parse().unwrap(), mask_word(&draw, row, column));
@@ -223,15 +228,7 @@ fn every_documented_f64_concrete_vector_matches_and_an_f64_network_draws_it() {
     let rows = table("concrete-f64");
     assert!(rows.len() >= 8, "the table was not found or is short");
     for r in &rows {
-        let draw = MaskDraw {
-            seed: r[0].parse().unwrap(),
-            stream: Stream::Mask,
-            layer: r[1].parse().unwrap(),
-            step: r[2].parse().unwrap(),
-            first_row: 0,
-        };
-        let (row, column, keep): (u32, u32, f64) =
-            (r[3].parse().unwrap(), r[4].parse().unwrap(), r[5].parse().unwrap());
+        let (draw, row, column, keep) = concrete_address(r);
         assert_eq!(logit(keep), r[6].parse::<f64>().unwrap(), "θ of {r:?}");
         let z = relaxed_bit(logit(keep), r[7].parse().unwrap(), mask_word(&draw, row, column));
         assert_eq!(z, r[8].parse::<f64>().unwrap(), "z̃ of {r:?}");
