@@ -10,6 +10,7 @@ pub mod eval;
 pub mod files;
 pub mod gemm;
 pub mod gradcheck;
+pub mod init;
 pub mod layer;
 pub mod limits;
 pub mod loss;

@@ -30,6 +30,17 @@ pub struct Estimate {
 }
 
 impl Estimate {
+    /// The memory of `n` such runs at once.
+    pub fn times(&self, n: u64) -> Self {
+        let scale = |bytes: u64| bytes.saturating_mul(n);
+        Self {
+            parameters: scale(self.parameters),
+            batch: scale(self.batch),
+            evaluation: scale(self.evaluation),
+            threads: scale(self.threads),
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.parameters.saturating_add(self.batch).saturating_add(self.evaluation).saturating_add(self.threads)
     }
@@ -107,7 +118,7 @@ pub fn evaluation(plans: &[Plan], eval_rows: usize, threads: usize) -> Estimate 
     }
 }
 
-/// The memory this machine can give a run: `MemAvailable` of /proc/meminfo (the kernel's own
+/// The memory available to a run: `MemAvailable` of /proc/meminfo (the kernel's own
 /// estimate of what can be had without swapping); `None` where that is not known.
 pub fn available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -138,7 +149,7 @@ pub fn check(estimate: &Estimate, available: Option<u64>, change: &str) -> Resul
     let Estimate { parameters, batch, evaluation, threads } = *estimate;
     Err(Error::Config(format!(
         "the run needs about {} of memory ({} parameters and optimizer state, {} per training batch, {} per \
-         evaluation pass, {} thread workspaces), but this machine has {} available: {change}",
+         evaluation pass, {} thread workspaces), but there are {} available: {change}",
         show_bytes(total),
         show_bytes(parameters),
         show_bytes(batch),

@@ -354,13 +354,7 @@ fn check_memory(data: &UciData) -> Result<()> {
     let text = format!("{},keep0.5,dense{},relu,keep0.5,dense1", data.examples.features(), data.hidden);
     let plans = crate::layer::plan(&Stack::parse(&text, Scaling::Inverted)?)?;
     let one = crate::memory::training(&plans, BATCH, crate::eval::eval_rows(&plans), 1);
-    let workers = rayon::current_num_threads() as u64;
-    let all = crate::memory::Estimate {
-        parameters: one.parameters.saturating_mul(workers),
-        batch: one.batch.saturating_mul(workers),
-        evaluation: one.evaluation.saturating_mul(workers),
-        threads: one.threads.saturating_mul(workers),
-    };
+    let all = one.times(rayon::current_num_threads() as u64);
     let change =
         format!("n_hidden.txt of {} asks for {} hidden units; give fewer, or fewer --threads", data.name, data.hidden);
     crate::memory::check(&all, crate::memory::available(), &change)

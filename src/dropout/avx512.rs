@@ -37,8 +37,8 @@ impl Rounds {
 /// round is two multiplies, two shifts and two three-way XORs. What the high halves of the
 /// lanes hold in between does not matter: the multiplies never read it, and only the low halves
 /// are compared at the end. (Keeping 16 blocks in 32-bit lanes instead needs two multiplies
-/// and two permutes per mulhilo to put hi and lo back in lane order; this layout cut the
-/// criterion bench `dropout forward 128x1024` at 1 thread from 163 to 124 µs.)
+/// and two permutes per mulhilo to put hi and lo back in lane order, which this layout saves;
+/// BENCHMARKS.md has the measurement.)
 #[inline(always)]
 unsafe fn philox_rounds(mut c: [__m512i; 4], rounds: &Rounds) -> [__m512i; 4] {
     const XOR3: i32 = 0x96; // ternary-logic truth table of a ^ b ^ c

@@ -19,6 +19,7 @@ mod alpha;
 mod avx512;
 mod bitmask;
 mod concrete;
+mod concrete_prior;
 mod dropconnect;
 mod gaussian;
 mod kernels;
@@ -27,7 +28,8 @@ mod spatial;
 
 pub use alpha::{AlphaDropout, ALPHA_PRIME};
 pub use bitmask::BitMask;
-pub use concrete::{logit, relaxed_bit, ConcreteDropout, ConcretePrior, ConcreteRegularizer, KeepSummary};
+pub use concrete::{logit, relaxed_bit, ConcreteDropout, KeepSummary};
+pub use concrete_prior::{likelihood_scale, ConcretePrior, ConcreteRegularizer};
 pub use dropconnect::DropConnect;
 pub use gaussian::{gaussian_normal, GaussianDropout};
 pub use layer::Dropout;

@@ -1,4 +1,5 @@
-//! Micro-kernels: one MR × NR tile of C from one packed A panel and one packed B panel.
+//! Micro-kernels: one MR × NR tile of C from one packed A panel and one packed B panel, and the
+//! panel packing ([`gather`]) that a kernel's `pack` falls back to.
 //!
 //! ```text
 //! acc[r, j] = Σ_p a_panel[p·MR + r] · b_panel[p·NR + j]     (a chain over p, from zero)
@@ -24,16 +25,16 @@ pub(super) trait MicroKernel<T> {
     /// `a` holds kc·MR values, `b` kc rows of NR values, `c` an MR × NR tile.
     unsafe fn tile(kc: usize, a: *const T, b: *const T, c: *mut T, ldc: usize, accumulate: bool);
 
-    /// Packs one panel (see [`super::pack::gather`], whose contract this shares); kernels may override it
+    /// Packs one panel (see [`gather`], whose contract this shares); kernels may override it
     /// with a vectorised version for their panel widths.
     ///
     /// # Safety
-    /// As [`super::pack::gather`].
+    /// As [`gather`].
     unsafe fn pack(panel: &mut [T], width: usize, origin: *const T, strides: (isize, isize), used: usize, depth: usize)
     where
         T: Real,
     {
-        unsafe { super::pack::gather(panel, width, origin, strides, used, depth) }
+        unsafe { gather(panel, width, origin, strides, used, depth) }
     }
 }
 
@@ -99,7 +100,7 @@ impl MicroKernel<f32> for Avx512 {
     }
 }
 
-/// The panel packing of [`super::pack::gather`] for full 8- and 32-wide panels with one unit stride, the
+/// The panel packing of [`gather`] for full 8- and 32-wide panels with one unit stride, the
 /// layouts of every W1 product; anything else goes to the portable code.
 ///
 /// Runs of contiguous values are moved a vector at a time. A transposed read (unit stride along
@@ -167,7 +168,7 @@ unsafe fn pack_avx512(
                 }
             }
         }
-        _ => unsafe { super::pack::gather(panel, width, origin, (w_stride, p_stride), used, depth) },
+        _ => unsafe { gather(panel, width, origin, (w_stride, p_stride), used, depth) },
     }
 }
 
@@ -299,4 +300,71 @@ fn transpose_8x16(r: [std::arch::x86_64::__m512; 8]) -> [std::arch::x86_64::__m5
         out[6 + s / 2] = _mm512_shuffle_f32x4::<0xDD>(hi_a, hi_b);
     }
     out
+}
+
+/// The packing of both operands: `panel[p·width + w] = x(w, p)` for w < used (zero for
+/// used ≤ w < width) and p < depth, where `x(w, p)` is at `origin + w·w_stride + p·p_stride`.
+///
+/// The common layouts take fast paths: `w_stride == 1` copies runs of `used` values (rows of B,
+/// columns of a transposed A), `p_stride == 1` transposes blocks of 8 so that both the reads and
+/// the writes stay sequential.
+pub(super) unsafe fn gather<T: Real>(
+    panel: &mut [T],
+    width: usize,
+    origin: *const T,
+    (w_stride, p_stride): (isize, isize),
+    used: usize,
+    depth: usize,
+) {
+    // SAFETY (all reads below): the caller guarantees x(w, p) is readable for w < used, p < depth.
+    let at = |w: usize, p: usize| unsafe { *origin.offset(w as isize * w_stride + p as isize * p_stride) };
+    if w_stride == 1 {
+        for (p, dst) in panel.chunks_exact_mut(width).enumerate() {
+            let src = unsafe { std::slice::from_raw_parts(origin.offset(p as isize * p_stride), used) };
+            dst[..used].copy_from_slice(src);
+            dst[used..].fill(T::ZERO);
+        }
+        return;
+    }
+    if p_stride == 1 {
+        const B: usize = 8;
+        let full_w = used / B * B;
+        let full_p = depth / B * B;
+        for w0 in (0..full_w).step_by(B) {
+            let rows: [&[T]; B] = std::array::from_fn(|r| unsafe {
+                std::slice::from_raw_parts(origin.offset((w0 + r) as isize * w_stride), depth)
+            });
+            for p0 in (0..full_p).step_by(B) {
+                // an 8 x 8 block: read 8 runs of 8, write 8 runs of 8
+                let block: [[T; B]; B] = std::array::from_fn(|r| std::array::from_fn(|c| rows[r][p0 + c]));
+                for c in 0..B {
+                    let dst = &mut panel[(p0 + c) * width + w0..(p0 + c) * width + w0 + B];
+                    for r in 0..B {
+                        dst[r] = block[r][c];
+                    }
+                }
+            }
+            for p in full_p..depth {
+                for r in 0..B {
+                    panel[p * width + w0 + r] = rows[r][p];
+                }
+            }
+        }
+        for w in full_w..used {
+            for p in 0..depth {
+                panel[p * width + w] = at(w, p);
+            }
+        }
+    } else {
+        for p in 0..depth {
+            for w in 0..used {
+                panel[p * width + w] = at(w, p);
+            }
+        }
+    }
+    if used < width {
+        for dst in panel.chunks_exact_mut(width) {
+            dst[used..].fill(T::ZERO);
+        }
+    }
 }

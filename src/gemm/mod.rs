@@ -26,8 +26,8 @@
 //! outside the packing buffers. B is always packed, even for a training batch whose 128 rows of A
 //! meet each column only 128 times: read in place, a weight matrix 1024 floats wide puts each
 //! step of depth 4 KiB after the last, so a panel's rows share a handful of L1 and L2 sets and
-//! evict each other (W1's input-gradient product took 1.85–2.23 ms in place and 1.68–1.89 ms
-//! packed, same runs; per-phase timing, BENCHMARKS.md). One departure from the textbook loops:
+//! evict each other (packing is faster for W1's input-gradient product; BENCHMARKS.md has the
+//! per-phase timing). One departure from the textbook loops:
 //! an optional [`Epilogue`] runs on each strip of C as soon as it is final (the optimizer update
 //! of a weight matrix rides on the product that computes its gradient).
 
@@ -50,8 +50,7 @@ const MC: usize = 256;
 const NC: usize = 2048;
 /// Products with fewer multiply-adds than this run on one thread, where handing half to another
 /// thread would cost more than it saves. W1's 1024 → 10 layer (1.3 M multiply-adds per product)
-/// is split: its three products took 0.26 ms of a 9 ms step on one thread, about 0.2 ms split, and
-/// W1 steps ran 1.0–1.4% faster (interleaved in-process A/B against a bound of 2^22, BENCHMARKS.md).
+/// is above the bound and split, which made W1 steps faster (the A/B is in BENCHMARKS.md).
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// One operand as the product reads it: element (r, c) of op(X) is at `ptr + r·rs + c·cs`.

@@ -1,5 +1,5 @@
-//! Packing the operands into the panels the micro-kernels read, and prefetching the next panel's
-//! source while one is packed.
+//! Packing the operands into the panels the micro-kernels read (each panel copied by its kernel's
+//! `pack`), and prefetching the next panel's source while one is packed.
 
 use super::kernel::MicroKernel;
 use super::Operand;
@@ -71,73 +71,6 @@ pub(super) fn prefetch_panel<T>(origin: *const T, (w_stride, p_stride): (isize, 
             for p in 0..depth {
                 (0..used).step_by(line).for_each(|w| fetch(p as isize * p_stride + w as isize));
             }
-        }
-    }
-}
-
-/// The packing of both operands: `panel[p·width + w] = x(w, p)` for w < used (zero for
-/// used ≤ w < width) and p < depth, where `x(w, p)` is at `origin + w·w_stride + p·p_stride`.
-///
-/// The common layouts take fast paths: `w_stride == 1` copies runs of `used` values (rows of B,
-/// columns of a transposed A), `p_stride == 1` transposes blocks of 8 so that both the reads and
-/// the writes stay sequential.
-pub(super) unsafe fn gather<T: Real>(
-    panel: &mut [T],
-    width: usize,
-    origin: *const T,
-    (w_stride, p_stride): (isize, isize),
-    used: usize,
-    depth: usize,
-) {
-    // SAFETY (all reads below): the caller guarantees x(w, p) is readable for w < used, p < depth.
-    let at = |w: usize, p: usize| unsafe { *origin.offset(w as isize * w_stride + p as isize * p_stride) };
-    if w_stride == 1 {
-        for (p, dst) in panel.chunks_exact_mut(width).enumerate() {
-            let src = unsafe { std::slice::from_raw_parts(origin.offset(p as isize * p_stride), used) };
-            dst[..used].copy_from_slice(src);
-            dst[used..].fill(T::ZERO);
-        }
-        return;
-    }
-    if p_stride == 1 {
-        const B: usize = 8;
-        let full_w = used / B * B;
-        let full_p = depth / B * B;
-        for w0 in (0..full_w).step_by(B) {
-            let rows: [&[T]; B] = std::array::from_fn(|r| unsafe {
-                std::slice::from_raw_parts(origin.offset((w0 + r) as isize * w_stride), depth)
-            });
-            for p0 in (0..full_p).step_by(B) {
-                // an 8 x 8 block: read 8 runs of 8, write 8 runs of 8
-                let block: [[T; B]; B] = std::array::from_fn(|r| std::array::from_fn(|c| rows[r][p0 + c]));
-                for c in 0..B {
-                    let dst = &mut panel[(p0 + c) * width + w0..(p0 + c) * width + w0 + B];
-                    for r in 0..B {
-                        dst[r] = block[r][c];
-                    }
-                }
-            }
-            for p in full_p..depth {
-                for r in 0..B {
-                    panel[p * width + w0 + r] = rows[r][p];
-                }
-            }
-        }
-        for w in full_w..used {
-            for p in 0..depth {
-                panel[p * width + w] = at(w, p);
-            }
-        }
-    } else {
-        for p in 0..depth {
-            for w in 0..used {
-                panel[p * width + w] = at(w, p);
-            }
-        }
-    }
-    if used < width {
-        for dst in panel.chunks_exact_mut(width) {
-            dst[used..].fill(T::ZERO);
         }
     }
 }

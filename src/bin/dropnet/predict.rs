@@ -92,7 +92,7 @@ fn model_and_data(run: &ModelArgs) -> Result<(Saved, Dataset, Option<u32>, Vec<N
     let saved = model_file::load(model)?;
     let plans = saved.net.plans();
     let estimate = dropnet::memory::evaluation(plans, dropnet::eval::eval_rows(plans), rayon::current_num_threads());
-    let change = format!("the network of {} is larger than this machine can evaluate", model.display());
+    let change = format!("the network of {} is larger than the memory available can evaluate", model.display());
     dropnet::memory::check(&estimate, dropnet::memory::available(), &change)?;
     let dir = data::discover(args.data.as_deref())?;
     let targets = saved.regression.as_ref().map(|r| r.targets.clone());

@@ -265,7 +265,8 @@ fn resumed_run(options: &Options, path: &Path) -> Result<Run> {
         state.patience = Some(p);
     }
     state.target_epochs = Some(epochs);
-    let change = format!("{} was trained with batch {}, more than this machine can hold", path.display(), state.batch);
+    let change =
+        format!("{} was trained with batch {}, more than the memory available holds", path.display(), state.batch);
     let batch_name = format!("{}: its training state's batch", path.display());
     dropnet::memory::check_training(net.plans(), state.batch, &batch_name, &change)?;
     let out = v.out.clone().unwrap_or_else(|| path.to_path_buf());
